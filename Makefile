@@ -1,0 +1,39 @@
+# Every target bootstraps its own virtual environment from the pinned requirements.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo serve test test-unit test-slow lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+## demo: seed a demo project with data, then serve the API on the embedded default (./var)
+demo: venv
+	$(BIN)/dataexport demo
+
+serve: venv
+	$(BIN)/dataexport serve
+
+## test: the whole suite, on SQLite and (when reachable) PostgreSQL
+test: venv
+	$(BIN)/python -m pytest
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+test-slow: venv
+	$(BIN)/python -m pytest -m slow
+
+lint: venv
+	$(BIN)/python -m ruff check .
+
+clean:
+	rm -rf $(VENV) var
