@@ -1,0 +1,105 @@
+"""Operator actions behind the CLI (projects, clients, segments). Take a session; commit nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.orm import Session
+
+from dataexport.domain.segment_filter import parse_segment_filter
+from dataexport.errors import Conflict, NotFound, validation_error
+from dataexport.metadata.models import OAuthClient, Project, Segment
+from dataexport.metadata.repositories import segments as segments_repo
+from dataexport.metadata.repositories import tenants
+from dataexport.security import secrets
+
+MAX_CLIENTS = 10
+
+
+@dataclass(frozen=True)
+class NewProject:
+    project: Project
+    ingest_key: str
+
+
+@dataclass(frozen=True)
+class NewClient:
+    client: OAuthClient
+    secret: str
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise validation_error("timezone", f"'{name[:64]}' is not an IANA time zone") from None
+    return name
+
+
+def create_project(
+    session: Session, *, name: str, now: datetime, timezone: str = "UTC", retention_days: int = 395,
+    account_id: int | None = None,
+) -> NewProject:
+    if not name.strip():
+        raise validation_error("name", "must not be empty")
+    if not 1 <= retention_days <= 3650:
+        raise validation_error("retention_days", "must be between 1 and 3650")
+    check_timezone(timezone)
+    if account_id is None:
+        account_id = tenants.create_account(session, name, now).id
+    elif tenants.get_account(session, account_id) is None:
+        raise NotFound(f"Account {account_id} not found.")
+    key = secrets.new_ingest_key()
+    project = tenants.create_project(
+        session, account_id=account_id, name=name, timezone=timezone, retention_days=retention_days,
+        ingest_key_hash=secrets.hash_ingest_key(key), now=now,
+    )
+    return NewProject(project, key)
+
+
+def rotate_ingest_key(session: Session, project_id: int) -> str:
+    project = tenants.get_project(session, project_id)
+    if project is None:
+        raise NotFound(f"Project {project_id} not found.")
+    key = secrets.new_ingest_key()
+    project.ingest_key_hash = secrets.hash_ingest_key(key)
+    return key
+
+
+def create_client(
+    session: Session, *, now: datetime, project_id: int | None = None, account_id: int | None = None,
+    name: str = "",
+) -> NewClient:
+    """A project-level client (project_id) or an account-level client (account_id); at most 10 of each."""
+    if (project_id is None) == (account_id is None):
+        raise validation_error("project", "give exactly one of project or account")
+    if project_id is not None:
+        project = tenants.get_project(session, project_id)
+        if project is None:
+            raise NotFound(f"Project {project_id} not found.")
+        account_id = project.account_id
+        count = tenants.count_clients(session, project_id=project_id)
+    else:
+        if tenants.get_account(session, account_id) is None:
+            raise NotFound(f"Account {account_id} not found.")
+        count = tenants.count_clients(session, account_id=account_id)
+    if count >= MAX_CLIENTS:
+        raise Conflict(f"At most {MAX_CLIENTS} credentials are allowed per project and per account.",
+                       error_code="TOO_MANY_CLIENTS")
+    secret = secrets.new_secret()
+    client = tenants.create_client(
+        session, client_id=secrets.new_client_id(), secret_hash=secrets.hash_secret(secret),
+        account_id=account_id, project_id=project_id, name=name, now=now,
+    )
+    return NewClient(client, secret)
+
+
+def create_segment(session: Session, *, project_id: int, name: str, filter: object, now: datetime) -> Segment:
+    if tenants.get_project(session, project_id) is None:
+        raise NotFound(f"Project {project_id} not found.")
+    if not name.strip() or len(name) > 255:
+        raise validation_error("name", "must be 1 to 255 characters")
+    parse_segment_filter(filter)  # validates; the raw JSON is stored as given
+    return segments_repo.create_segment(session, project_id=project_id, name=name, filter=filter, now=now)

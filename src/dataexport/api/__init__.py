@@ -1,0 +1,1 @@
+"""The HTTP API: FastAPI app factory, envelope, auth, one router per resource."""

@@ -1,0 +1,69 @@
+"""The FastAPI app factory. Settings come in; nothing is configured at import time."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from dataexport import __version__
+from dataexport.api.context import AppContext, Clock, ProjectConcurrency, system_clock
+from dataexport.api.envelope import install_error_handlers
+from dataexport.api.routers import catalog, exports, files, health, oauth, segments
+from dataexport.config import Settings
+from dataexport.metadata.db import make_engine, make_sessionmaker, migrate
+
+DESCRIPTION = """
+Self-hosted, API-compatible implementation of the Contentsquare Data Export API.
+
+Get a token from `POST /v1/oauth/token` (client credentials), then call the `/v1` endpoints with
+`Authorization: Bearer <token>`. Every answer is `{"payload": ..., "success": true}`; every error is
+`{"success": false, "errorCode": "...", "errorMessage": "...", "errors": [{"field", "message"}]}`.
+
+Extensions beyond the vendor: `DELETE /v1/exports/{jobId}`, `POST /v1/exports/{jobId}/suspend` and
+`/resume`, run details with `from`, `to`, `rows`, `manifestUrl` and `errorMessage`, `/healthz`, `/readyz`.
+"""
+
+
+def resolve_jwt_key(settings: Settings) -> str:
+    """The configured key, else one generated once and kept in the data dir (0600) across restarts."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    path = Path(settings.data_dir) / "jwt.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def build_context(settings: Settings, *, clock: Clock = system_clock, storage=None) -> AppContext:
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    jwt_key = resolve_jwt_key(settings)
+    if storage is None:
+        from dataexport.storage import build_storage
+
+        storage = build_storage(settings, secret=jwt_key)
+    return AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        jwt_key=jwt_key,
+        clock=clock,
+        concurrency=ProjectConcurrency(settings.max_concurrent_requests_per_project),
+        storage=storage,
+    )
+
+
+def create_app(settings: Settings, *, context: AppContext | None = None) -> FastAPI:
+    ctx = context or build_context(settings)
+    app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION)
+    app.state.context = ctx
+    install_error_handlers(app)
+    for module in (oauth, exports, catalog, segments, files, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,74 @@
+"""The documented envelope: `{"payload": ..., "success": true}` and the error shape of contract.md section 2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dataexport.errors import DataExportError, TooManyRequests
+
+log = structlog.get_logger()
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
+}
+
+
+def ok(payload: Any) -> dict:
+    return {"payload": payload, "success": True}
+
+
+def error_body(code: str, message: str, errors: list[dict] | None = None) -> dict:
+    body: dict[str, Any] = {"success": False, "errorCode": code, "errorMessage": message}
+    if errors:
+        body["errors"] = errors
+    return body
+
+
+def _location(loc: tuple) -> str:
+    parts = [p for p in loc if p not in ("query", "path", "body", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DataExportError)
+    async def _domain(_: Request, exc: DataExportError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse(
+            error_body(exc.error_code, exc.message, [e.as_dict() for e in exc.errors]),
+            status_code=exc.status,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "is invalid")}
+                  for e in exc.errors()]
+        first = errors[0] if errors else {"field": "request", "message": "is invalid"}
+        return JSONResponse(
+            error_body("VALIDATION_ERROR", f"Invalid value for {first['field']}: {first['message']}.", errors),
+            status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404 and message == "Not Found":
+            message = "No such resource."
+        return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a traceback to the client; the log keeps it for the operator.
+        log.exception("api.unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+        return JSONResponse(error_body("INTERNAL_ERROR", "An internal error occurred."), status_code=500)

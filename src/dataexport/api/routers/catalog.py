@@ -1,0 +1,73 @@
+"""Exportable fields, custom variables and dynamic variable keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Depends, Query
+
+from dataexport import catalog
+from dataexport.api.context import AppContext
+from dataexport.api.deps import Caller, get_caller, get_context
+from dataexport.api.envelope import ok
+from dataexport.api.listing import enum_filter
+from dataexport.api.schemas import (
+    ERROR_RESPONSES,
+    CustomVarOut,
+    DynamicVarKeyOut,
+    Envelope,
+    ExportableFieldOut,
+)
+from dataexport.domain.enums import Scope
+from dataexport.domain.timeparse import parse_instant
+from dataexport.errors import validation_error
+
+from dataexport.warehouse.layout import partition_files
+
+router = APIRouter(prefix="/v1", tags=["catalog"], responses=ERROR_RESPONSES)
+
+CUSTOM_VARS_LOOKBACK = timedelta(days=30)
+DYNAMIC_VARS_DEFAULT_RANGE = timedelta(days=7)
+DYNAMIC_VARS_MAX_RANGE = timedelta(days=31)
+
+
+@router.get("/exportable-fields", response_model=Envelope[list[ExportableFieldOut]], summary="Exportable fields")
+def exportable_fields(
+    scope: str = Query(..., max_length=255, description="sessions or views"),
+    caller: Caller = Depends(get_caller, scope="function"),
+):
+    resolved = enum_filter(Scope, scope, "scope")
+    return ok([f.as_api() for f in catalog.fields_for(resolved)])
+
+
+@router.get("/custom-vars", response_model=Envelope[list[CustomVarOut]], summary="Custom variables of the project")
+def custom_vars(caller: Caller = Depends(get_caller, scope="function"), ctx: AppContext = Depends(get_context)):
+    # Custom variables seen over the last 30 days of sessions: recent enough to be cheap, long enough to be complete.
+    now = ctx.clock()
+    files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, now - CUSTOM_VARS_LOOKBACK, now)
+    from dataexport.warehouse import variables
+
+    return ok(variables.list_custom_vars(files, caller.project_id))
+
+
+@router.get(
+    "/dynamic-var-keys", response_model=Envelope[list[DynamicVarKeyOut]], summary="Dynamic variable keys in a range"
+)
+def dynamic_var_keys(
+    from_: str | None = Query(None, alias="from", max_length=64, description="ISO 8601 start (default: 7 days ago)"),
+    to: str | None = Query(None, max_length=64, description="ISO 8601 end (default: now)"),
+    caller: Caller = Depends(get_caller, scope="function"),
+    ctx: AppContext = Depends(get_context),
+):
+    now = ctx.clock()
+    end = parse_instant(to, "to") if to else now
+    start = parse_instant(from_, "from") if from_ else end - DYNAMIC_VARS_DEFAULT_RANGE
+    if start >= end:
+        raise validation_error("from", "must be before to")
+    if end - start > DYNAMIC_VARS_MAX_RANGE:
+        raise validation_error("to", "must be at most 31 days after from")
+    # Views of sessions that started up to a day before `start` can still fall in the range.
+    files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, start - timedelta(days=1), end)
+    from dataexport.warehouse import variables
+
+    return ok(variables.list_dynamic_var_keys(files, caller.project_id, start, end))

@@ -1,0 +1,40 @@
+"""`GET /v1/segments` in the shape of the vendor's Metrics API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy.orm import Session
+
+from dataexport.api.deps import Caller, get_caller, get_session
+from dataexport.api.envelope import ok
+from dataexport.api.schemas import ERROR_RESPONSES, Envelope, SegmentOut
+from dataexport.domain.timeparse import format_instant as iso
+from dataexport.errors import validation_error
+from dataexport.metadata.repositories import segments as segments_repo
+
+router = APIRouter(prefix="/v1", tags=["segments"], responses=ERROR_RESPONSES)
+
+
+def _ids(raw: str | None) -> list[int] | None:
+    if raw is None:
+        return None
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts or len(parts) > 100 or not all(p.isdigit() and len(p) <= 15 for p in parts):
+        raise validation_error("ids", "must be a comma-separated list of up to 100 segment ids")
+    return [int(p) for p in parts]
+
+
+@router.get("/segments", response_model=Envelope[list[SegmentOut]], summary="Segments of the project")
+def list_segments(
+    ids: str | None = Query(None, max_length=2000, description="Comma-separated segment ids"),
+    caller: Caller = Depends(get_caller, scope="function"),
+    session: Session = Depends(get_session, scope="function"),
+):
+    segments = segments_repo.list_segments(session, caller.project_id, _ids(ids))
+    return ok(
+        [
+            {"id": s.id, "name": s.name, "source": s.source, "createdAt": iso(s.created_at),
+             "updatedAt": iso(s.updated_at)}
+            for s in segments
+        ]
+    )

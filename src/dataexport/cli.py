@@ -1,0 +1,206 @@
+"""`dataexport`: the operator's command line. Settings come from DATAEXPORT_* variables and flags."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from dataexport.config import Settings
+from dataexport.errors import DataExportError
+
+app = typer.Typer(help="dataexport: self-hosted Data Export API.", no_args_is_help=True, add_completion=False)
+projects_app = typer.Typer(help="Projects (tenants of the API).", no_args_is_help=True)
+clients_app = typer.Typer(help="OAuth client credentials.", no_args_is_help=True)
+segments_app = typer.Typer(help="Segments: saved filters on sessions.", no_args_is_help=True)
+app.add_typer(projects_app, name="projects")
+app.add_typer(clients_app, name="clients")
+app.add_typer(segments_app, name="segments")
+
+console = Console()
+JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON, for scripts.")
+DATA_DIR_OPT = typer.Option(None, "--data-dir", help="Data directory (default: DATAEXPORT_DATA_DIR or ./var)")
+
+
+def _settings(data_dir: Path | None = None, **overrides) -> Settings:
+    settings = Settings()
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _sessions(settings: Settings):
+    from dataexport.metadata.db import make_engine, make_sessionmaker, migrate
+
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    return make_sessionmaker(engine)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _emit(as_json: bool, data: dict, lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(data))
+    else:
+        for line in lines:
+            console.print(line, highlight=False)
+
+
+def _run(fn):
+    """Domain errors become one clear line and exit code 2, never a traceback."""
+    try:
+        return fn()
+    except DataExportError as exc:
+        detail = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+        console.print(f"[red]error:[/red] {exc.message}" + (f" ({detail})" if detail else ""), highlight=False)
+        raise typer.Exit(2) from None
+
+
+@projects_app.command("create")
+def projects_create(
+    name: str = typer.Option(..., "--name"),
+    timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone of the project's schedules"),
+    retention_days: int = typer.Option(395, "--retention-days"),
+    account: int | None = typer.Option(None, "--account", help="Add the project to an existing account"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Create a project (and its account, unless --account). Prints the ingest key once."""
+    from dataexport import admin
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            new = admin.create_project(
+                session, name=name, now=_now(), timezone=timezone, retention_days=retention_days,
+                account_id=account,
+            )
+            return {"project_id": new.project.id, "account_id": new.project.account_id, "name": name,
+                    "timezone": timezone, "retention_days": retention_days, "ingest_key": new.ingest_key}
+
+    out = _run(work)
+    _emit(as_json, out, [f"project_id={out['project_id']} account_id={out['account_id']}",
+                         f"ingest_key={out['ingest_key']}  (shown once: store it now)"])
+
+
+@projects_app.command("rotate-ingest-key")
+def projects_rotate_ingest_key(
+    project: int = typer.Option(..., "--project"), as_json: bool = JSON_OPT, data_dir: Path | None = DATA_DIR_OPT
+):
+    """Replace a project's ingest key; the old one stops working at once."""
+    from dataexport import admin
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            return {"project_id": project, "ingest_key": admin.rotate_ingest_key(session, project)}
+
+    out = _run(work)
+    _emit(as_json, out, [f"ingest_key={out['ingest_key']}  (shown once)"])
+
+
+@clients_app.command("create")
+def clients_create(
+    project: int | None = typer.Option(None, "--project", help="Project-level client"),
+    account: int | None = typer.Option(None, "--account", help="Account-level client (all its projects)"),
+    name: str = typer.Option("", "--name"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Create OAuth client credentials. The secret is printed once and only its hash is kept."""
+    from dataexport import admin
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            new = admin.create_client(session, now=_now(), project_id=project, account_id=account, name=name)
+            return {"client_id": new.client.client_id, "client_secret": new.secret,
+                    "project_id": new.client.project_id, "account_id": new.client.account_id}
+
+    out = _run(work)
+    _emit(as_json, out, [f"client_id={out['client_id']}", f"client_secret={out['client_secret']}  (shown once)"])
+
+
+@segments_app.command("create")
+def segments_create(
+    project: int = typer.Option(..., "--project"),
+    name: str = typer.Option(..., "--name"),
+    filter: str = typer.Option(
+        ..., "--filter", help='JSON filter, e.g. {"field":"country_code","op":"eq","value":"FR"}'
+    ),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Create a segment (a saved filter on sessions)."""
+    from dataexport import admin
+    from dataexport.errors import validation_error
+    from dataexport.metadata.db import transaction
+
+    def work():
+        try:
+            parsed = json.loads(filter)
+        except ValueError:
+            raise validation_error("filter", "must be valid JSON") from None
+        with transaction(_sessions(_settings(data_dir))) as session:
+            segment = admin.create_segment(session, project_id=project, name=name, filter=parsed, now=_now())
+            return {"segment_id": segment.id, "project_id": project, "name": name}
+
+    out = _run(work)
+    _emit(as_json, out, [f"segment_id={out['segment_id']}"])
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port"),
+    scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler", help="Run the scheduler in-process"),
+    worker: bool = typer.Option(True, "--worker/--no-worker", help="Run a worker in-process"),
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Serve the API (and, by default, a scheduler and a worker in the same process)."""
+    settings = _settings(data_dir, host=host, port=port)
+    settings = settings.model_copy(update={"run_scheduler": scheduler and settings.run_scheduler,
+                                           "run_worker": worker and settings.run_worker})
+    _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from dataexport.api.app import create_app
+    from dataexport.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+                proxy_headers=True, timeout_graceful_shutdown=30)
+
+
+@app.command()
+def demo(
+    days: int = typer.Option(7, "--days", help="Days of traffic to generate, up to the present hour"),
+    sessions_per_day: int = typer.Option(2000, "--sessions-per-day"),
+    seed: int = typer.Option(42, "--seed"),
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port"),
+    serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve the API once seeded"),
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Reset the data dir, seed a demo project with realistic traffic, print credentials, then serve."""
+    from dataexport.demo_seed import seed_demo
+
+    settings = _settings(data_dir, host=host, port=port)
+    shutil.rmtree(settings.data_dir, ignore_errors=True)
+    seed_demo(settings, days=days, sessions_per_day=sessions_per_day, seed=seed, console=console)
+    if serve_after:
+        _serve(settings)
+
+
+if __name__ == "__main__":
+    app()

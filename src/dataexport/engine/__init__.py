@@ -1,0 +1,1 @@
+"""Scheduler, workers and the job lifecycle."""

@@ -1,0 +1,79 @@
+"""Accounts, projects and OAuth clients."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dataexport.metadata.models import Account, OAuthClient, Project
+
+
+def create_account(session: Session, name: str, now: datetime) -> Account:
+    account = Account(name=name, created_at=now)
+    session.add(account)
+    session.flush()
+    return account
+
+
+def get_account(session: Session, account_id: int) -> Account | None:
+    return session.get(Account, account_id)
+
+
+def create_project(
+    session: Session, *, account_id: int, name: str, timezone: str, retention_days: int,
+    ingest_key_hash: str | None, now: datetime,
+) -> Project:
+    project = Project(
+        account_id=account_id, name=name, timezone=timezone, retention_days=retention_days,
+        ingest_key_hash=ingest_key_hash, created_at=now,
+    )
+    session.add(project)
+    session.flush()
+    return project
+
+
+def get_project(session: Session, project_id: int) -> Project | None:
+    return session.get(Project, project_id)
+
+
+def list_projects(session: Session, account_id: int | None = None) -> list[Project]:
+    stmt = select(Project).order_by(Project.id)
+    if account_id is not None:
+        stmt = stmt.where(Project.account_id == account_id)
+    return list(session.scalars(stmt))
+
+
+def project_by_ingest_key_hash(session: Session, key_hash: str) -> Project | None:
+    return session.scalars(select(Project).where(Project.ingest_key_hash == key_hash)).first()
+
+
+def count_clients(session: Session, *, account_id: int | None = None, project_id: int | None = None) -> int:
+    stmt = select(func.count()).select_from(OAuthClient)
+    if project_id is not None:
+        stmt = stmt.where(OAuthClient.project_id == project_id)
+    else:
+        stmt = stmt.where(OAuthClient.account_id == account_id, OAuthClient.project_id.is_(None))
+    return session.scalar(stmt) or 0
+
+
+def create_client(
+    session: Session, *, client_id: str, secret_hash: str, account_id: int, project_id: int | None,
+    name: str, now: datetime,
+) -> OAuthClient:
+    client = OAuthClient(
+        client_id=client_id, secret_hash=secret_hash, account_id=account_id, project_id=project_id,
+        name=name, created_at=now,
+    )
+    session.add(client)
+    session.flush()
+    return client
+
+
+def client_by_client_id(session: Session, client_id: str) -> OAuthClient | None:
+    return session.scalars(select(OAuthClient).where(OAuthClient.client_id == client_id)).first()
+
+
+def get_client(session: Session, pk: int) -> OAuthClient | None:
+    return session.get(OAuthClient, pk)

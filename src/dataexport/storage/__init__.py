@@ -1,0 +1,27 @@
+"""Where export parts are stored and how clients download them (local directory or S3)."""
+
+from dataexport.storage.base import MAX_URL_TTL_SECONDS, Storage
+from dataexport.storage.factory import build_storage, url_signing_key
+from dataexport.storage.http import FileResponse, file_response, parse_range, signed_file_response
+from dataexport.storage.keys import validate_key, validate_prefix
+from dataexport.storage.local import LocalStorage
+from dataexport.storage.s3 import S3Storage
+from dataexport.storage.signing import Verdict, sign, verify
+
+__all__ = [
+    "MAX_URL_TTL_SECONDS",
+    "FileResponse",
+    "LocalStorage",
+    "S3Storage",
+    "Storage",
+    "Verdict",
+    "build_storage",
+    "file_response",
+    "parse_range",
+    "sign",
+    "signed_file_response",
+    "url_signing_key",
+    "validate_key",
+    "validate_prefix",
+    "verify",
+]

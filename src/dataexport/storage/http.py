@@ -1,0 +1,107 @@
+"""Serving local files over HTTP: single-range `Range: bytes=...` and signed-URL checks, framework-free.
+
+The API route stays thin: `status, headers, body = signed_file_response(storage, key, expires, sig,
+request.headers.get("range"), now)`, then a streaming response of `body` with those headers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import NamedTuple
+
+from dataexport.errors import NotFound, ValidationFailed
+from dataexport.storage.local import LocalStorage
+from dataexport.storage.signing import Verdict
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+class FileResponse(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    body: Iterator[bytes]
+
+
+class Unsatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range [first, last] asked by a single-range header, or None for the whole file.
+
+    A malformed or multi-range header is ignored (RFC 9110 lets a server answer 200 with everything);
+    a range starting past the end raises Unsatisfiable (416).
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header)
+    if match is None:
+        return None
+    first_text, last_text = match.groups()
+    if not first_text and not last_text:
+        return None
+    if not first_text:  # suffix range: the last N bytes
+        length = int(last_text)
+        if length == 0 or size == 0:
+            raise Unsatisfiable()
+        return max(0, size - length), size - 1
+    first = int(first_text)
+    if last_text and int(last_text) < first:
+        return None  # invalid: ignored
+    if first >= size:
+        raise Unsatisfiable()
+    last = int(last_text) if last_text else size - 1
+    return first, min(last, size - 1)
+
+
+def file_response(storage: LocalStorage, key: str, range_header: str | None) -> FileResponse:
+    """200 with the whole file, 206 with one range, 416 when unsatisfiable, 404 when missing or invalid."""
+    try:
+        size = storage.size(key)
+    except (NotFound, ValidationFailed):
+        return _text(404, "Not found.")
+    headers = {
+        "Content-Type": "application/gzip" if key.endswith(".gz") else "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{PurePosixPath(key).name}"',
+        "Cache-Control": "private, no-store",
+    }
+    try:
+        wanted = parse_range(range_header, size)
+    except Unsatisfiable:
+        return FileResponse(416, {**headers, "Content-Range": f"bytes */{size}", "Content-Length": "0"}, iter(()))
+    if wanted is None:
+        body = storage.open_range(key, 0, size)
+        return FileResponse(200, {**headers, "Content-Length": str(size)}, body)
+    first, last = wanted
+    body = storage.open_range(key, first, last + 1)
+    headers.update({"Content-Range": f"bytes {first}-{last}/{size}", "Content-Length": str(last - first + 1)})
+    return FileResponse(206, headers, body)
+
+
+def signed_file_response(
+    storage: LocalStorage,
+    key: str,
+    expires: str | int | None,
+    sig: str | None,
+    range_header: str | None,
+    now: datetime | float,
+) -> FileResponse:
+    """Check the URL's signature (403) and expiry (410) before serving `key` as file_response does."""
+    if expires is None or sig is None:
+        return _text(403, "Missing signature.")
+    verdict = storage.verify(key, expires, sig, now)
+    if verdict is Verdict.BAD_SIGNATURE:
+        return _text(403, "Invalid signature.")
+    if verdict is Verdict.EXPIRED:
+        return _text(410, "This download link has expired.")
+    return file_response(storage, key, range_header)
+
+
+def _text(status: int, message: str) -> FileResponse:
+    body = message.encode()
+    headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))}
+    return FileResponse(status, headers, iter((body,)))

@@ -1,0 +1,83 @@
+"""Start `dataexport serve` as a subprocess and drive it over HTTP exactly as a client script would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from support import free_port
+from test_api_exports import example_daily, example_once
+
+pytestmark = pytest.mark.acceptance
+
+
+def _cli(data_dir: Path, *args: str) -> dict:
+    env = {**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir)}
+    out = subprocess.run([sys.executable, "-m", "dataexport.cli", *args, "--json"], env=env, check=True,
+                         capture_output=True, text=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def served(tmp_path):
+    project = _cli(tmp_path, "projects", "create", "--name", "Acme", "--timezone", "Europe/Paris")
+    client = _cli(tmp_path, "clients", "create", "--project", str(project["project_id"]))
+    port = free_port()
+    env = {**os.environ, "DATAEXPORT_DATA_DIR": str(tmp_path), "DATAEXPORT_LOG_JSON": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port), "--no-scheduler", "--no-worker"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("server did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+        time.sleep(0.2)
+    yield base, project, client
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_client_script_flow(served):
+    base, project, client = served
+    token = httpx.post(f"{base}/v1/oauth/token", data={
+        "client_id": client["client_id"], "client_secret": client["client_secret"],
+        "grant_type": "client_credentials", "scope": "data-export",
+    }).json()
+    # Clients build every later URL from `endpoint`.
+    endpoint = token["endpoint"]
+    assert endpoint == base and token["project_id"] == project["project_id"]
+    headers = {"Authorization": f"Bearer {token['access_token']}", "Content-Type": "application/json"}
+
+    created = []
+    for body in (example_daily(), example_once()):
+        answer = httpx.post(f"{endpoint}/v1/exports", json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        created.append(answer.json()["payload"]["jobId"])
+
+    listed = httpx.request("GET", f"{endpoint}/v1/exports", headers=headers, content=b"{}").json()
+    assert listed["success"] is True and [j["jobId"] for j in listed["payload"]] == sorted(created, reverse=True)
+    daily = httpx.get(f"{endpoint}/v1/exports/{created[0]}", headers=headers).json()["payload"]
+    # Europe/Paris days: the window starts at 23:00 or 22:00 UTC.
+    assert daily["nextFrom"].endswith(("T23:00:00.000Z", "T22:00:00.000Z"))
+    runs = httpx.get(f"{endpoint}/v1/exports/{created[1]}/runs?limit=1&order=DESC", headers=headers).json()
+    assert runs["payload"][0]["state"] in {"RUNNABLE", "RUNNING", "SUCCESS"}
+    fields = httpx.get(f"{endpoint}/v1/exportable-fields?scope=views", headers=headers).json()["payload"]
+    assert any(f["name"] == "view_number" for f in fields)
+    spec = httpx.get(f"{endpoint}/openapi.json").json()
+    assert {"/v1/oauth/token", "/v1/exports", "/v1/exports/{jobId}/runs/{runId}"} <= set(spec["paths"])
+    assert httpx.get(f"{endpoint}/docs").status_code == 200
