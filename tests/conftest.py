@@ -83,8 +83,12 @@ def stack(database_url, tmp_path_factory):
 @pytest.fixture
 def api(stack):
     """The shared stack, emptied: no metadata rows, no warehouse files, real time."""
+    from dataexport.warehouse.store import PageviewStore
+
     truncate_all(stack.context.engine)
+    stack.context.warehouse.close()
     shutil.rmtree(stack.context.settings.resolved_warehouse_dir, ignore_errors=True)
+    stack.context.warehouse = PageviewStore(stack.context.settings.resolved_warehouse_dir)
     stack.clock.set(None)
     return stack
 

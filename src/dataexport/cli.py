@@ -182,6 +182,60 @@ def _serve(settings: Settings) -> None:
                 proxy_headers=True, timeout_graceful_shutdown=30)
 
 
+def _engine_parts(settings: Settings):
+    from dataexport.api.app import resolve_jwt_key
+    from dataexport.api.context import system_clock
+    from dataexport.storage import build_storage
+
+    return _sessions(settings), build_storage(settings, secret=resolve_jwt_key(settings)), system_clock
+
+
+def _stop_on_signals(loop) -> None:
+    import signal
+
+    def handler(signum, _frame):
+        console.print(f"received signal {signum}: finishing or handing back the current run", highlight=False)
+        loop.stopping.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@app.command()
+def worker(
+    once: bool = typer.Option(False, "--once", help="Execute at most one run, then exit"),
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Run a worker: claims runnable runs with a lease and executes them (scale out by starting several)."""
+    from dataexport.engine.worker import Worker
+    from dataexport.logging import configure_logging
+
+    settings = _settings(data_dir)
+    configure_logging(settings.log_level, settings.log_json)
+    sessions, storage, clock = _engine_parts(settings)
+    loop = Worker(sessions, settings, storage, clock)
+    if once:
+        outcome = loop.run_once()
+        typer.echo(json.dumps(None if outcome is None else outcome.__dict__))
+        return
+    _stop_on_signals(loop)
+    loop.run_forever()
+
+
+@app.command("scheduler")
+def scheduler_cmd(data_dir: Path | None = DATA_DIR_OPT):
+    """Run the scheduler loop alone (several may run at once: window runs are unique per job)."""
+    from dataexport.engine.runtime import SchedulerLoop
+    from dataexport.logging import configure_logging
+
+    settings = _settings(data_dir)
+    configure_logging(settings.log_level, settings.log_json)
+    sessions, storage, clock = _engine_parts(settings)
+    loop = SchedulerLoop(sessions, settings, storage, clock)
+    _stop_on_signals(loop)
+    loop.run_forever()
+
+
 @app.command()
 def demo(
     days: int = typer.Option(7, "--days", help="Days of traffic to generate, up to the present hour"),

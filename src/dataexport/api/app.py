@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -11,9 +12,11 @@ from fastapi import FastAPI
 from dataexport import __version__
 from dataexport.api.context import AppContext, Clock, ProjectConcurrency, system_clock
 from dataexport.api.envelope import install_error_handlers
-from dataexport.api.routers import catalog, exports, files, health, oauth, segments
+from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
 from dataexport.config import Settings
+from dataexport.engine.runtime import background_for
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate
+from dataexport.warehouse.store import PageviewStore
 
 DESCRIPTION = """
 Self-hosted, API-compatible implementation of the Contentsquare Data Export API.
@@ -56,14 +59,26 @@ def build_context(settings: Settings, *, clock: Clock = system_clock, storage=No
         clock=clock,
         concurrency=ProjectConcurrency(settings.max_concurrent_requests_per_project),
         storage=storage,
+        warehouse=PageviewStore(settings.resolved_warehouse_dir),
     )
 
 
 def create_app(settings: Settings, *, context: AppContext | None = None) -> FastAPI:
     ctx = context or build_context(settings)
-    app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # The embedded default is one process: the scheduler and a worker run beside the API unless disabled.
+        background = background_for(ctx.settings, ctx.sessions, ctx.storage, ctx.clock)
+        background.start()
+        try:
+            yield
+        finally:
+            background.stop()
+
+    app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = ctx
     install_error_handlers(app)
-    for module in (oauth, exports, catalog, segments, files, health):
+    for module in (oauth, exports, catalog, segments, files, ingest, health):
         app.include_router(module.router)
     return app

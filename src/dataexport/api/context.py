@@ -54,3 +54,4 @@ class AppContext:
     clock: Clock = system_clock
     concurrency: ProjectConcurrency = field(default_factory=lambda: ProjectConcurrency(10))
     storage: object | None = None
+    warehouse: object | None = None  # PageviewStore: the write side of the warehouse

@@ -44,7 +44,7 @@ def decode_token(key: str, token: str, *, now: datetime) -> TokenClaims:
             key,
             algorithms=[ALGORITHM],
             issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "pid", "aid", "scope"], "verify_exp": False},
+            options={"require": ["exp", "iat", "sub", "pid", "aid", "scope"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError:
         raise AuthError("Auth token is invalid.", error_code="JWT_INVALID") from None

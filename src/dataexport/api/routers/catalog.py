@@ -21,7 +21,7 @@ from dataexport.api.schemas import (
 from dataexport.domain.enums import Scope
 from dataexport.domain.timeparse import parse_instant
 from dataexport.errors import validation_error
-
+from dataexport.warehouse import variables
 from dataexport.warehouse.layout import partition_files
 
 router = APIRouter(prefix="/v1", tags=["catalog"], responses=ERROR_RESPONSES)
@@ -45,8 +45,6 @@ def custom_vars(caller: Caller = Depends(get_caller, scope="function"), ctx: App
     # Custom variables seen over the last 30 days of sessions: recent enough to be cheap, long enough to be complete.
     now = ctx.clock()
     files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, now - CUSTOM_VARS_LOOKBACK, now)
-    from dataexport.warehouse import variables
-
     return ok(variables.list_custom_vars(files, caller.project_id))
 
 
@@ -68,6 +66,4 @@ def dynamic_var_keys(
         raise validation_error("to", "must be at most 31 days after from")
     # Views of sessions that started up to a day before `start` can still fall in the range.
     files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, start - timedelta(days=1), end)
-    from dataexport.warehouse import variables
-
     return ok(variables.list_dynamic_var_keys(files, caller.project_id, start, end))

@@ -1,0 +1,150 @@
+"""Ingest benchmark, run by hand: `PYTHONPATH=src .venv/bin/python bench/ingest.py [--rows 200000]`.
+
+Measures, on one JSONL file of demo pageview hits:
+  (a) bulk load through `load_files` (pageviews/s),
+  (b) DuckDB's own read_json -> COPY TO parquet of the same file, and the ratio a/b (goal >= 0.5),
+  (c) the ingest path of the HTTP endpoint in-process, batches of 1,000 hits
+      (JSON bytes -> parse -> validate -> store.append), in 1 process and in `--processes` processes
+      (goal >= 50,000/s on 2 cores).
+An `--http URL --key K` mode (the same batches through the real server) plugs in at `run_http`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from dataexport.warehouse.bulkload import as_hit, load_files
+from dataexport.warehouse.demo import draw_sessions
+from dataexport.warehouse.demo_views import build_views
+from dataexport.warehouse.ingest import ingest
+from dataexport.warehouse.store import PageviewStore
+
+NOW = datetime(2026, 3, 18, 15, 45, tzinfo=UTC)
+BATCH = 1000
+
+
+def make_hits_file(path: Path, rows: int, seed: int = 1) -> int:
+    """Write `rows` demo hits as JSONL (ISO timestamps, dynamic vars as {key, value}); returns bytes."""
+    per_day = max(1, int(rows / (7 * 2.5)))  # ~3.5 views a session: comfortably more than `rows`
+    sessions = draw_sessions(np.random.default_rng([seed, 1]), 7, per_day, NOW)
+    table = build_views(np.random.default_rng([seed, 2]), sessions, np.arange(len(sessions.start_ms)),
+                        int(NOW.timestamp() * 1000))
+    table = table.slice(0, rows)
+    with open(path, "wb") as f:
+        for batch in table.to_batches(20_000):
+            for r in batch.to_pylist():
+                f.write(orjson.dumps(as_hit({k: v for k, v in r.items() if v is not None})) + b"\n")
+    return path.stat().st_size
+
+
+def run_bulk_load(jsonl: Path, work: Path) -> tuple[int, float]:
+    root = work / "wh-bulk"
+    start = time.perf_counter()
+    with PageviewStore(root) as store:
+        summary = load_files(store, 1, [jsonl])
+    elapsed = time.perf_counter() - start
+    if summary.rows_rejected:
+        raise SystemExit(f"bench data rejected: {summary.reasons.most_common(3)}")
+    return summary.rows_stored, elapsed
+
+
+def run_duckdb(jsonl: Path, work: Path) -> tuple[int, float]:
+    out = work / "duckdb.parquet"
+    con = duckdb.connect()
+    start = time.perf_counter()
+    con.sql(f"COPY (SELECT * FROM read_json('{jsonl}', format = 'newline_delimited')) TO '{out}' (FORMAT parquet)")
+    elapsed = time.perf_counter() - start
+    rows = con.sql(f"SELECT count(*) FROM read_parquet('{out}')").fetchall()[0][0]
+    return rows, elapsed
+
+
+def request_bodies(jsonl: Path) -> list[bytes]:
+    """The file as request bodies of BATCH hits each (built before timing: a client's work)."""
+    lines = jsonl.read_bytes().splitlines()
+    return [b"[" + b",".join(lines[i : i + BATCH]) + b"]" for i in range(0, len(lines), BATCH)]
+
+
+def _ingest_worker(args: tuple[str, list[bytes]]) -> int:
+    root, bodies = args
+    stored = 0
+    with PageviewStore(Path(root)) as store:
+        for body in bodies:
+            stored += ingest(store, 1, body).stored
+    return stored
+
+
+def run_inprocess(bodies: list[bytes], work: Path, processes: int) -> tuple[int, float]:
+    root = work / f"wh-ingest-{processes}"
+    PageviewStore(root).close()
+    shares = [bodies[i::processes] for i in range(processes)]
+    start = time.perf_counter()
+    if processes == 1:
+        stored = _ingest_worker((str(root), bodies))
+    else:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            stored = sum(pool.map(_ingest_worker, [(str(root), s) for s in shares]))
+    return stored, time.perf_counter() - start
+
+
+def run_http(bodies: list[bytes], url: str, key: str) -> tuple[int, float]:
+    raise SystemExit("--http is not wired yet: POST each body to the ingest route with the key, and time it")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--processes", type=int, default=2, help="processes for the parallel in-process run")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--http", metavar="URL", default=None)
+    parser.add_argument("--key", default=None)
+    args = parser.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    work.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    try:
+        jsonl = work / "hits.jsonl"
+        size = make_hits_file(jsonl, args.rows)
+        n_lines = jsonl.read_bytes().count(b"\n")
+        console.print(f"{n_lines:,} hits, {size / 1e6:.1f} MB JSONL in {work}")
+        results = []
+        rows, secs = run_bulk_load(jsonl, work)
+        results.append(("bulk load (load_files)", rows, secs))
+        rows, secs = run_duckdb(jsonl, work)
+        results.append(("DuckDB read_json -> parquet", rows, secs))
+        bodies = request_bodies(jsonl)
+        if args.http:
+            rows, secs = run_http(bodies, args.http, args.key)
+            results.append(("HTTP ingest, 1,000/request", rows, secs))
+        rows, secs = run_inprocess(bodies, work, 1)
+        results.append(("ingest in-process, 1 process", rows, secs))
+        if args.processes > 1:
+            rows, secs = run_inprocess(bodies, work, args.processes)
+            results.append((f"ingest in-process, {args.processes} processes", rows, secs))
+        table = Table(title="ingest benchmark")
+        for col in ("path", "pageviews", "seconds", "pageviews/s"):
+            table.add_column(col, justify="left" if col == "path" else "right")
+        for name, rows, secs in results:
+            table.add_row(name, f"{rows:,}", f"{secs:.2f}", f"{rows / secs:,.0f}")
+        console.print(table)
+        ratio = (results[0][1] / results[0][2]) / (results[1][1] / results[1][2])
+        console.print(f"bulk load / DuckDB = {ratio:.2f}x (goal >= 0.5x)")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Background loops: the scheduler and workers, in their own processes or inside `serve`."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from dataexport.config import Settings
+from dataexport.engine import scheduler
+from dataexport.engine.worker import Clock, Worker
+
+log = structlog.get_logger()
+
+
+class SchedulerLoop:
+    def __init__(self, sessions: sessionmaker[Session], settings: Settings, storage, clock: Clock,
+                 interval: float | None = None) -> None:
+        self.sessions, self.settings, self.storage, self.clock = sessions, settings, storage, clock
+        self.interval = interval if interval is not None else max(1.0, settings.poll_interval_seconds)
+        self.stopping = threading.Event()
+
+    def run_forever(self) -> None:
+        log.info("scheduler.started")
+        while not self.stopping.is_set():
+            try:
+                scheduler.tick(self.sessions, self.settings, self.storage, self.clock())
+            except Exception:  # the DB may be restarting: keep going, the next tick catches up
+                log.exception("scheduler.tick_failed")
+            self.stopping.wait(self.interval)
+        log.info("scheduler.stopped")
+
+
+@dataclass
+class Background:
+    """The loops `serve` runs in-process, started and stopped with the app."""
+
+    loops: list = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for loop in self.loops:
+            thread = threading.Thread(target=loop.run_forever, daemon=True, name=type(loop).__name__)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self, timeout: float = 30) -> None:
+        for loop in self.loops:
+            loop.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def background_for(settings: Settings, sessions, storage, clock: Clock) -> Background:
+    loops: list = []
+    if settings.run_scheduler:
+        loops.append(SchedulerLoop(sessions, settings, storage, clock))
+    if settings.run_worker:
+        loops.append(Worker(sessions, settings, storage, clock))
+    return Background(loops)

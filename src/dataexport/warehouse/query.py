@@ -1,0 +1,277 @@
+"""Build the DuckDB extraction query of one export window.
+
+Shape (the CTEs are inlined by DuckDB, so projections and filters reach the Parquet scan):
+
+    pv   pageviews of the project, of sessions started in [start, end), of the devices
+    seg  (views + segment) keys of the sessions in the segment: GROUP BY session HAVING <filter>
+    src  sessions: one row per session, GROUP BY session, with the needed primitives (+ HAVING <filter>)
+         views:    one row per pageview (SEMI JOIN seg), with the needed primitives as window aggregates
+                   over its session; no window at all when no session column is selected
+    SELECT formatted columns FROM (SELECT values, sort keys FROM src) _q ORDER BY sort keys
+
+Field values are computed under internal names (_c0, _c1...) and renamed only in the outermost select,
+with references qualified by `_q.`, so an alias can never capture or shadow another column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pyarrow as pa
+
+from dataexport.catalog.fields import DATE, DYNAMIC, FLOAT, LIST, LIST_TIMESTAMP, SCALAR, TIMESTAMP, lookup
+from dataexport.catalog.primitives import column_name, primitive_sql
+from dataexport.catalog.sql import Sql, join, render
+from dataexport.domain.enums import Scope
+from dataexport.domain.fieldspec import CUSTOM_VAR, DYNAMIC_VAR, FieldSpec
+from dataexport.domain.segment_filter import SegmentFilter
+from dataexport.errors import FieldError, ValidationFailed, validation_error
+from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+from dataexport.warehouse.segments_sql import compile_segment_filter
+
+Output = Literal["typed", "csv", "jsonl"]
+OUTPUTS = ("typed", "csv", "jsonl")
+JSONL_COLUMN = "line"
+
+_SESSION_KEY = "user_id_unhashed, session_number"
+_SESSION_WINDOW = (
+    f"(PARTITION BY {_SESSION_KEY} ORDER BY view_number ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"
+)
+_ISO_MS = "'%Y-%m-%dT%H:%M:%S.%gZ'"
+
+
+@dataclass(frozen=True)
+class ExportQuery:
+    sql: str  # DuckDB SQL with `?` placeholders
+    params: list  # parameter values, in order
+    columns: list[str]  # output column names, in order (FieldSpec.output_name)
+
+
+@dataclass
+class _Column:
+    value: Sql  # over the columns of src
+    kind: str
+    src_extra: Sql | None = None  # a column this field adds to src (named _v{i}), e.g. a windowed custom var
+
+
+def quote_ident(name: str) -> str:
+    """A DuckDB identifier for any text: wrapped in double quotes, inner quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_inputs(files, project_id, scope, fields, window_start, window_end, timezone, device_ids, output):
+    if not all(isinstance(f, str) for f in files):
+        raise validation_error("files", "must be a list of paths")
+    if not isinstance(project_id, int) or isinstance(project_id, bool):
+        raise validation_error("projectId", "must be an integer")
+    if not isinstance(scope, Scope):
+        raise validation_error("scope", "must be sessions or views")
+    if output not in OUTPUTS:
+        raise validation_error("output", f"must be one of {', '.join(OUTPUTS)}")
+    for name, value in (("startDate", window_start), ("endDate", window_end)):
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise validation_error(name, "must be a timezone-aware datetime")
+    if window_end < window_start:
+        raise validation_error("endDate", "must not be before startDate")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise validation_error("timezone", "must be an IANA time zone name") from exc
+    if device_ids is not None and not all(isinstance(d, int) and not isinstance(d, bool) for d in device_ids):
+        raise validation_error("deviceLabel", "device ids must be integers")
+    if not fields:
+        raise validation_error("fields", "must not be empty")
+    seen: set[str] = set()
+    errors: list[FieldError] = []
+    for i, spec in enumerate(fields):
+        errors.extend(_check_field(i, spec, scope))
+        name = spec.output_name
+        if name in seen:
+            errors.append(FieldError(f"fields[{i}].aliasName", "output column name already used"))
+        if "\x00" in name:
+            errors.append(FieldError(f"fields[{i}].aliasName", "must not contain NUL characters"))
+        seen.add(name)
+    if errors:
+        raise ValidationFailed(f"Invalid value for {errors[0].field}: {errors[0].message}.", errors)
+
+
+def _check_field(i: int, spec: FieldSpec, scope: Scope) -> list[FieldError]:
+    if lookup(scope, spec.field_name) is None:
+        return [FieldError(f"fields[{i}].fieldName", f"unknown field for scope {scope.value}")]
+    pos = spec.custom_var_position
+    if spec.field_name == CUSTOM_VAR and (not isinstance(pos, int) or isinstance(pos, bool) or not 1 <= pos <= 20):
+        return [FieldError(f"fields[{i}].customVarPosition", "must be between 1 and 20")]
+    key = spec.dynamic_var_key
+    if spec.field_name == DYNAMIC_VAR and (not isinstance(key, str) or not key):
+        return [FieldError(f"fields[{i}].dynamicVarKey", "must be a non-empty string")]
+    return []
+
+
+# ---------------------------------------------------------------- per-field plans
+
+
+def _custom_var(i: int, position: int, scope: Scope) -> _Column:
+    at_position = "list_filter(custom_vars, lambda _c: _c.position = ?)[-1].value"
+    if scope is Scope.SESSIONS:
+        # The last value set in the session (arg_max skips views that did not set it).
+        return _Column(Sql(f"_v{i}"), SCALAR, Sql(f"arg_max({at_position}, view_number)", [position]))
+    # The view's own value, else the session's last session-scoped value. (The latest one "so far" would
+    # need a growing-frame window: twice the cost of this whole-session one on the hot path.)
+    session_scoped = "list_filter(custom_vars, lambda _c: _c.position = ? AND _c.scope = 'session')[-1].value"
+    carried = Sql(f"arg_max({session_scoped}, view_number) OVER _s", [position])
+    return _Column(Sql(f"coalesce({at_position}, _v{i})", [position]), SCALAR, carried)
+
+
+def _dynamic_var(i: int, key: str, scope: Scope) -> _Column:
+    entry = "list_filter(dynamic_vars, lambda _d: _d.key = ?)[1]"
+    if scope is Scope.SESSIONS:
+        entry = f"arg_max({entry}, view_number)"  # the last value set in the session
+    return _Column(Sql(f"_v{i}"), DYNAMIC, Sql(entry, [key]))
+
+
+def _plan(i: int, spec: FieldSpec, scope: Scope, timezone: str, needed: set[str]) -> _Column:
+    if spec.field_name == CUSTOM_VAR:
+        return _custom_var(i, spec.custom_var_position, scope)
+    if spec.field_name == DYNAMIC_VAR:
+        return _dynamic_var(i, spec.dynamic_var_key, scope)
+    field = lookup(scope, spec.field_name)
+    return _Column(render(field.sql_for(scope), tz=timezone, needed=needed), field.kind)
+
+
+def _iso(ref: str) -> str:
+    # UTC wall time from the epoch: independent of the connection's TimeZone and 2x faster than timezone().
+    return f"strftime(make_timestamp(epoch_us({ref})), {_ISO_MS})"
+
+
+def _format(kind: str, ref: str, output: Output) -> str:
+    """The output cell of a value: natural type (typed), CSV-ready, or a JSON-ready value (jsonl)."""
+    if kind == DYNAMIC:
+        if output == "jsonl":  # numbers stay JSON numbers
+            string, number = f"{ref}.string_value", f"{ref}.number_value"
+            return f"CASE WHEN {string} IS NOT NULL THEN to_json({string}) ELSE to_json({number}) END"
+        return f"coalesce({ref}.string_value, CAST({ref}.number_value AS VARCHAR))"
+    if output == "typed":
+        return ref
+    if kind == FLOAT:
+        # FLOAT -> DOUBLE directly gives 0.10000000149011612; via its shortest text it stays 0.1.
+        return f"CAST(CAST({ref} AS VARCHAR) AS DOUBLE)"
+    if kind == TIMESTAMP:
+        return _iso(ref)
+    if kind == DATE:
+        return f"strftime({ref}, '%Y-%m-%d')"
+    if kind == LIST_TIMESTAMP:
+        ref = f"list_transform({ref}, lambda _t: {_iso('_t')})"
+    if kind in (LIST, LIST_TIMESTAMP) and output == "csv":
+        return f"CAST(to_json({ref}) AS VARCHAR)"
+    return ref
+
+
+# ---------------------------------------------------------------- relations
+
+
+def _duckdb_type(t: pa.DataType) -> str:
+    if pa.types.is_struct(t):
+        return "STRUCT(" + ", ".join(f"{quote_ident(f.name)} {_duckdb_type(f.type)}" for f in t) + ")"
+    if pa.types.is_list(t):
+        return _duckdb_type(t.value_type) + "[]"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ"
+    return {
+        pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
+        pa.uint8(): "UTINYINT", pa.uint16(): "USMALLINT", pa.uint32(): "UINTEGER", pa.uint64(): "UBIGINT",
+        pa.float32(): "FLOAT", pa.float64(): "DOUBLE", pa.string(): "VARCHAR",
+    }[t]
+
+
+def _empty_pageviews() -> str:
+    """A zero-row relation with the stored pageview columns, for windows without any file."""
+    cols = ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {quote_ident(f.name)}" for f in PAGEVIEW_SCHEMA)
+    return f"(SELECT {cols} WHERE false)"
+
+
+def _pageviews(files, project_id, window_start, window_end, device_ids) -> Sql:
+    # Hive partitioning off: project_id is a real column of the files, not to be replaced from the path.
+    source = Sql("read_parquet(?, hive_partitioning = false)", [list(files)]) if files else Sql(_empty_pageviews())
+    where = Sql("project_id = ? AND session_time >= ? AND session_time < ?", [project_id, window_start, window_end])
+    if device_ids is not None:
+        placeholders = ", ".join("?" for _ in device_ids)
+        devices = Sql(f"device_id IN ({placeholders})", list(device_ids)) if device_ids else Sql("false")
+        where = join([where, devices], " AND ")
+    return Sql(f"SELECT * FROM {source.text} WHERE {where.text}", source.params + where.params)
+
+
+def _sessions_src(plans: list[_Column], needed: set[str], segment: Sql | None) -> Sql:
+    cols = [Sql(f"{primitive_sql(p, ordered=True)} AS {column_name(p)}") for p in sorted(needed)]
+    cols += [Sql(f"{c.src_extra.text} AS _v{i}", c.src_extra.params) for i, c in enumerate(plans) if c.src_extra]
+    body = join([Sql(_SESSION_KEY), *cols], ", ")
+    having = Sql(f" HAVING {segment.text}", segment.params) if segment else Sql("")
+    return Sql(f"SELECT {body.text} FROM pv GROUP BY {_SESSION_KEY}{having.text}", body.params + having.params)
+
+
+def _views_src(plans: list[_Column], needed: set[str], segment: Sql | None) -> Sql:
+    cols = [Sql(f"{primitive_sql(p, ordered=False)} OVER _s AS {column_name(p)}") for p in sorted(needed)]
+    cols += [Sql(f"{c.src_extra.text} AS _v{i}", c.src_extra.params) for i, c in enumerate(plans) if c.src_extra]
+    body = join([Sql("pv.*"), *cols], ", ")
+    semi = f" SEMI JOIN seg USING ({_SESSION_KEY})" if segment else ""
+    windows = f" WINDOW _s AS {_SESSION_WINDOW}" if " OVER " in body.text else ""
+    return Sql(f"SELECT {body.text} FROM pv{semi}{windows}", body.params)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_export_query(
+    *,
+    files: list[str],
+    project_id: int,
+    scope: Scope,
+    fields: list[FieldSpec],
+    window_start: datetime,
+    window_end: datetime,
+    timezone: str,
+    device_ids: tuple[int, ...] | None,
+    segment_filter: SegmentFilter | None,
+    output: Output,
+) -> ExportQuery:
+    """The query of the rows of one export window. Raises ValidationFailed on bad input."""
+    _check_inputs(files, project_id, scope, fields, window_start, window_end, timezone, device_ids, output)
+    needed: set[str] = set()
+    plans = [_plan(i, spec, scope, timezone, needed) for i, spec in enumerate(fields)]
+    segment = compile_segment_filter(segment_filter) if segment_filter else None
+
+    ctes = [Sql("pv AS NOT MATERIALIZED (", []), _pageviews(files, project_id, window_start, window_end, device_ids)]
+    parts = [join(ctes, ""), Sql(")")]
+    if scope is Scope.SESSIONS:
+        needed.add("session_time")  # sort key
+        src = _sessions_src(plans, needed, segment)
+        keys = [column_name("session_time"), "user_id_unhashed", "session_number"]
+    else:
+        if segment:
+            parts.append(Sql(f", seg AS (SELECT {_SESSION_KEY} FROM pv GROUP BY {_SESSION_KEY} HAVING ", []))
+            parts += [segment, Sql(")")]
+        src = _views_src(plans, needed, segment)
+        keys = ["session_time", "user_id_unhashed", "session_number", "view_number"]
+    parts += [Sql(", src AS NOT MATERIALIZED ("), src, Sql(")")]
+
+    values = [Sql(f"{p.value.text} AS _c{i}", p.value.params) for i, p in enumerate(plans)]
+    values += [Sql(f"{k} AS _k{j}") for j, k in enumerate(keys)]
+    inner = join(values, ", ")
+    columns = [spec.output_name for spec in fields]
+    cells = [_format(p.kind, f"_q._c{i}", output) for i, p in enumerate(plans)]
+    if output == "jsonl":
+        pairs = ", ".join(f"?, {cell}" for cell in cells)
+        outer = Sql(f"SELECT CAST(json_object({pairs}) AS VARCHAR) AS {JSONL_COLUMN}", list(columns))
+    else:
+        named = (f"{cell} AS {quote_ident(name)}" for cell, name in zip(cells, columns, strict=True))
+        outer = Sql("SELECT " + ", ".join(named))
+    order = ", ".join(f"_q._k{j}" for j in range(len(keys)))
+    tail = Sql(f" FROM src) AS _q ORDER BY {order}")
+    body = join([Sql("WITH "), *parts, Sql(" "), outer, Sql(" FROM (SELECT "), inner, tail], "")
+    # For jsonl the result has the single column `line`; `columns` still lists the keys of each object.
+    return ExportQuery(body.text, body.params, columns)

@@ -1,0 +1,46 @@
+"""Delete a project's partitions older than its data retention period."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from dataexport.warehouse.durable import fsync_dir
+from dataexport.warehouse.schema import PARTITION_ROOT
+from dataexport.warehouse.store import PageviewStore
+
+
+def expired_before(retention_days: int, now: datetime) -> date:
+    """The first session day still kept: days strictly before it are deleted."""
+    if retention_days < 0:
+        raise ValueError("retention_days must not be negative")
+    return now.astimezone(UTC).date() - timedelta(days=retention_days)
+
+
+def sweep(root: Path, project_id: int, retention_days: int, now: datetime) -> int:
+    """Delete the partitions whose session day is before `now`'s UTC day minus `retention_days`.
+
+    Returns how many partitions were deleted. Each partition leaves the listing in one rename (under the
+    store's commit lock, so no batch lands in it halfway), then its files are removed.
+    """
+    keep_from = expired_before(retention_days, now)
+    project_dir = Path(root) / PARTITION_ROOT / f"project_id={int(project_id)}"
+    if not project_dir.is_dir():
+        return 0
+    deleted = 0
+    with PageviewStore(root) as store:
+        for part in sorted(project_dir.glob("session_day=*")):
+            try:
+                day = date.fromisoformat(part.name.split("=", 1)[1])
+            except ValueError:
+                continue  # not a partition of ours
+            if day >= keep_from:
+                continue
+            trash = store.new_staging_path(suffix=".expired")
+            with store.commit_lock():
+                part.rename(trash)
+                fsync_dir(project_dir)
+            shutil.rmtree(trash)
+            deleted += 1
+    return deleted

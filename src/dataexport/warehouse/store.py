@@ -1,0 +1,245 @@
+"""Durable, idempotent append of pageview rows to the Parquet warehouse.
+
+Guarantees (local filesystem):
+- Durable: when `append` returns, every file of the batch and its directory entry are fsync'd.
+- Atomic under crashes: a batch is stored whole or not at all, across partitions too. Files are
+  first written to this writer's staging directory; the commit point is the atomic creation of a redo
+  journal listing the renames; a batch whose journal exists is finished (rolled forward) by the next
+  store opened on the root, a batch without one is thrown away with its dead writer's staging directory.
+- Idempotent: a batch id (the caller's idempotency key, else a hash of the batch's natural keys) is
+  recorded durably with the commit; a batch whose id was committed is acknowledged without writing.
+  A different batch that repeats some pageviews is stored; compaction then keeps one copy per natural
+  key (the latest ingested_at).
+- Readers never block writers: files appear by atomic rename into the partition directories that
+  `layout.partition_files` lists; a file is complete when visible. A batch spanning several session
+  days becomes visible one partition after the other within one commit (microseconds apart).
+- Several processes may append at once: unique file names, and one fcntl lock around the short commit.
+
+Layout under the root, besides the partitions (see layout.py):
+    _store/lock                      the commit lock
+    _store/batches/project_id=P.log  committed batch ids of a project, one per line
+    _store/txn/{id}.json             redo journal of a batch being committed
+    _store/staging/{writer}/         files being written by one live writer (its .lock held while alive)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataexport.warehouse.durable import fsync_dir, locked, makedirs_durable, try_lock, write_durable
+from dataexport.warehouse.layout import partition_dir
+from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+
+MS_PER_DAY = 86_400_000
+COMPRESSION = "zstd"
+_PROJECT = PAGEVIEW_SCHEMA.get_field_index("project_id")
+_INGESTED = PAGEVIEW_SCHEMA.get_field_index("ingested_at")
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    batch_id: str
+    rows: int
+    files: list[str] = field(default_factory=list)
+    duplicate: bool = False  # the batch had been stored before: acknowledged, nothing written
+
+
+class PageviewStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.meta = self.root / "_store"
+        self._lock_path = self.meta / "lock"
+        for d in (self.meta / "batches", self.meta / "txn", self.meta / "staging"):
+            makedirs_durable(d)
+        self._seen: dict[int, set[str]] = {}
+        self._log_offset: dict[int, int] = {}
+        self._mutex = threading.Lock()
+        with self.commit_lock():
+            self.recover()
+            self.staging = self.meta / "staging" / uuid.uuid4().hex
+            self.staging.mkdir()
+            fd = try_lock(self.staging / ".lock")
+            assert fd is not None, "a fresh staging directory cannot be locked by anyone else"
+            self._writer_fd: int | None = fd
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._writer_fd is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            os.close(self._writer_fd)
+            self._writer_fd = None
+
+    def __enter__(self) -> PageviewStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def commit_lock(self):
+        return locked(self._lock_path)
+
+    def recover(self) -> None:
+        """Finish committed batches and drop the leftovers of dead writers. Call under the commit lock."""
+        for journal in sorted((self.meta / "txn").glob("*.json")):
+            self._apply(json.loads(journal.read_bytes()))
+            journal.unlink()
+        for leftover in (self.meta / "txn").glob("*.tmp"):
+            leftover.unlink()  # a journal never renamed into place: its batch never committed
+        for writer in (self.meta / "staging").iterdir():
+            fd = try_lock(writer / ".lock")
+            if fd is not None:  # nobody holds it: the writer is gone
+                shutil.rmtree(writer, ignore_errors=True)
+                os.close(fd)
+
+    def new_staging_path(self, suffix: str = ".parquet") -> Path:
+        return self.staging / f"{uuid.uuid4().hex}{suffix}"
+
+    # -- append ------------------------------------------------------------------------------------
+
+    def append(
+        self,
+        project_id: int,
+        rows: list[dict] | pa.Table,
+        *,
+        batch_key: str | None = None,
+        now: datetime | None = None,
+    ) -> StoredBatch:
+        """Store a batch of validated rows (dicts from `hits`, or a table with the schema's columns).
+
+        project_id and ingested_at are set here; the other columns are taken as given.
+        """
+        table = self._as_table(project_id, rows, now)
+        if table.num_rows == 0:
+            return StoredBatch(batch_id="", rows=0)
+        batch_id = batch_id_of(project_id, table, batch_key)
+        if self._committed(project_id, batch_id):
+            return StoredBatch(batch_id, table.num_rows, duplicate=True)
+        moves = []
+        try:
+            for day, part in split_by_session_day(table):
+                staged = self.new_staging_path()
+                write_parquet(part, staged)
+                name = f"{int(time.time() * 1000)}-{batch_id[:12]}-{staged.stem[:8]}.parquet"
+                final = partition_dir(self.root, project_id, day) / name
+                moves.append((staged, final))
+            with self.commit_lock():
+                if self._committed(project_id, batch_id):  # a concurrent retry got there first
+                    return StoredBatch(batch_id, table.num_rows, duplicate=True)
+                txn = {
+                    "project_id": int(project_id),
+                    "batch_id": batch_id,
+                    "moves": [[str(s.relative_to(self.root)), str(d.relative_to(self.root))] for s, d in moves],
+                }
+                journal = self.meta / "txn" / f"{batch_id}.json"
+                write_durable(journal, json.dumps(txn).encode())  # the commit point
+                self._apply(txn)
+                journal.unlink()
+        finally:
+            for staged, _ in moves:
+                with contextlib.suppress(FileNotFoundError):
+                    staged.unlink()
+        return StoredBatch(batch_id, table.num_rows, [str(d) for _, d in moves])
+
+    def _apply(self, txn: dict) -> None:
+        """Roll a committed batch forward; safe to repeat (renames already done are skipped)."""
+        project_id, batch_id = txn["project_id"], txn["batch_id"]
+        if not self._committed(project_id, batch_id):
+            log = self._log_path(project_id)
+            with open(log, "ab") as f:
+                f.write(f"{batch_id}\n".encode())
+                f.flush()
+                os.fsync(f.fileno())
+            with self._mutex:
+                self._seen.setdefault(project_id, set()).add(batch_id)
+        touched = set()
+        for src, dst in txn["moves"]:
+            source, target = self.root / src, self.root / dst
+            if source.exists():
+                makedirs_durable(target.parent)
+                os.replace(source, target)
+                touched.add(target.parent)
+        for d in touched:
+            fsync_dir(d)
+
+    # -- idempotency log ---------------------------------------------------------------------------
+
+    def _log_path(self, project_id: int) -> Path:
+        return self.meta / "batches" / f"project_id={int(project_id)}.log"
+
+    def _committed(self, project_id: int, batch_id: str) -> bool:
+        """Whether the batch id is in the project's log, reading what other processes appended since."""
+        with self._mutex:
+            seen = self._seen.setdefault(project_id, set())
+            offset = self._log_offset.get(project_id, 0)
+            try:
+                with open(self._log_path(project_id), "rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                chunk = b""
+            end = chunk.rfind(b"\n") + 1  # a line being appended right now is read next time
+            if end:
+                seen.update(chunk[:end].decode().split())
+                self._log_offset[project_id] = offset + end
+            return batch_id in seen
+
+    def _as_table(self, project_id: int, rows: list[dict] | pa.Table, now: datetime | None) -> pa.Table:
+        if isinstance(rows, pa.Table):
+            table = rows.select(PAGEVIEW_SCHEMA.names) if rows.schema.names != PAGEVIEW_SCHEMA.names else rows
+            table = table.cast(PAGEVIEW_SCHEMA)
+        else:
+            table = pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA)
+        n = table.num_rows
+        ingested_ms = int((now.timestamp() if now else time.time()) * 1000)
+        table = table.set_column(_PROJECT, PAGEVIEW_SCHEMA.field(_PROJECT), pa.array(np.full(n, project_id, np.int32)))
+        ingested = pa.array(np.full(n, ingested_ms, np.int64)).cast(PAGEVIEW_SCHEMA.field(_INGESTED).type)
+        return table.set_column(_INGESTED, PAGEVIEW_SCHEMA.field(_INGESTED), ingested)
+
+
+def batch_id_of(project_id: int, table: pa.Table, batch_key: str | None) -> str:
+    """The caller's key if any, else a hash of the batch's natural keys: a retried batch hashes the same."""
+    h = hashlib.sha256(f"{int(project_id)}\x1e".encode())
+    if batch_key is not None:
+        h.update(b"key\x1e" + batch_key.encode())
+    else:
+        users = table.column("user_id_unhashed").to_pylist()
+        sessions = table.column("session_number").to_pylist()
+        views = table.column("view_number").to_pylist()
+        h.update("\x1e".join(f"{u}\x1f{s}\x1f{v}" for u, s, v in zip(users, sessions, views, strict=True)).encode())
+    return h.hexdigest()[:32]
+
+
+def split_by_session_day(table: pa.Table) -> list[tuple[date, pa.Table]]:
+    """The rows of each UTC session day: a session lives in the partition of its first pageview."""
+    days = table.column("session_time").cast(pa.int64()).to_numpy() // MS_PER_DAY
+    unique = np.unique(days)
+    if len(unique) == 1:
+        return [(_day(unique[0]), table)]
+    return [(_day(d), table.take(np.nonzero(days == d)[0])) for d in unique]
+
+
+def _day(days_since_epoch: np.int64) -> date:
+    return date.fromordinal(date(1970, 1, 1).toordinal() + int(days_since_epoch))
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write and fsync: the file's bytes are on disk before anyone can rename it into view."""
+    with open(path, "wb") as f:
+        pq.write_table(table, f, compression=COMPRESSION)
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,76 @@
+"""Custom-var and dynamic-var listings over real Parquet files."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataexport.errors import ValidationFailed
+from dataexport.warehouse.layout import partition_dir
+from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+from dataexport.warehouse.variables import list_custom_vars, list_dynamic_var_keys
+
+T0 = datetime(2026, 2, 14, 10, tzinfo=UTC)
+
+
+def view(project_id=7, n=1, minutes=0, custom=(), dynamic=()):
+    row = {name: None for name in PAGEVIEW_SCHEMA.names}
+    row.update(project_id=project_id, user_id_unhashed=f"u{n}", session_number=1, session_time=T0, view_number=1,
+               view_time=T0 + timedelta(minutes=minutes),
+               custom_vars=[{"position": p, "key": k, "value": v, "scope": "page"} for p, k, v in custom],
+               dynamic_vars=[{"key": k, "string_value": v if isinstance(v, str) else None,
+                              "number_value": v if isinstance(v, int) else None} for k, v in dynamic])
+    return row
+
+
+@pytest.fixture
+def files(tmp_path):
+    rows = [
+        view(n=1, custom=[(2, "dataType", "recording"), (1, "Goal achieved", "true")],
+             dynamic=[("AB Test", "B"), ("score", 4294967296)]),
+        view(n=2, custom=[(2, "dataType", "journey"), (2, "datatype", "zoning")], dynamic=[("mixed", 3)]),
+        view(n=3, minutes=90, custom=[(2, "dataType", "journey"), (3, "pageType", None)],
+             dynamic=[("mixed", "three"), ("late", "x"), ("x'); DROP TABLE t; --", "y")]),
+        view(project_id=8, n=4, custom=[(5, "other", "hidden")], dynamic=[("other project", "z")]),
+    ]
+    d = partition_dir(tmp_path, 7, date(2026, 2, 14))
+    d.mkdir(parents=True)
+    path = d / "p.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA), path)
+    return [str(path)]
+
+
+def test_custom_vars_by_position_with_the_most_frequent_key(files):
+    assert list_custom_vars(files, 7) == [
+        {"position": 1, "key": "Goal achieved", "values": ["true"]},
+        {"position": 2, "key": "dataType", "values": ["journey", "recording", "zoning"]},
+        {"position": 3, "key": "pageType", "values": []},
+    ]
+
+
+def test_custom_var_values_are_capped(files):
+    assert list_custom_vars(files, 7, max_values=2)[1]["values"] == ["journey", "recording"]
+
+
+def test_dynamic_var_keys_and_types_in_range(files):
+    assert list_dynamic_var_keys(files, 7, T0, T0 + timedelta(hours=1)) == [
+        {"key": "AB Test", "type": "string"}, {"key": "mixed", "type": "number"}, {"key": "score", "type": "number"}]
+    assert list_dynamic_var_keys(files, 7, T0, T0 + timedelta(hours=2)) == [
+        {"key": "AB Test", "type": "string"}, {"key": "late", "type": "string"}, {"key": "mixed", "type": "string"},
+        {"key": "score", "type": "number"}, {"key": "x'); DROP TABLE t; --", "type": "string"}]
+    assert list_dynamic_var_keys(files, 7, T0 + timedelta(hours=2), T0 + timedelta(hours=3)) == []
+
+
+def test_no_files_no_variables():
+    assert list_custom_vars([], 7) == []
+    assert list_dynamic_var_keys([], 7, T0, T0 + timedelta(days=1)) == []
+
+
+def test_bad_arguments_are_validation_errors(files):
+    with pytest.raises(ValidationFailed):
+        list_custom_vars(files, 7, max_values=-1)
+    with pytest.raises(ValidationFailed):
+        list_dynamic_var_keys(files, 7, datetime(2026, 2, 14), T0)
