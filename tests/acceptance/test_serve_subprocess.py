@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from examples import example_daily, example_once
 from support import free_port
-from test_api_exports import example_daily, example_once
 
 pytestmark = pytest.mark.acceptance
 
@@ -31,9 +31,11 @@ def served(tmp_path):
     client = _cli(tmp_path, "clients", "create", "--project", str(project["project_id"]))
     port = free_port()
     env = {**os.environ, "DATAEXPORT_DATA_DIR": str(tmp_path), "DATAEXPORT_LOG_JSON": "true"}
+    log_path = tmp_path / "serve.log"
+    log_file = log_path.open("wb")  # a file, not a pipe nobody reads: a chatty server must never block
     proc = subprocess.Popen(
         [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port), "--no-scheduler", "--no-worker"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env, stdout=log_file, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -45,11 +47,12 @@ def served(tmp_path):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError("server did not start: " + proc.stdout.read().decode(errors="replace")[-2000:])
+            raise RuntimeError("server did not start: " + log_path.read_text(errors="replace")[-2000:])
         time.sleep(0.2)
     yield base, project, client
     proc.terminate()
     proc.wait(timeout=30)
+    log_file.close()
 
 
 def test_a_client_script_flow(served):

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from dataexport import admin
-from dataexport.metadata.db import transaction
+from examples import create, example_daily, example_once, make_segment
 
 JOB_KEYS = {
     "jobId", "name", "ownerId", "lastUpdatorId", "accountId", "nextFrom", "nextTo", "projectIds", "state",
@@ -17,53 +16,6 @@ JOB_KEYS = {
     "segmentId",
 }
 RUN_KEYS = {"jobRunId", "startDate", "state", "endDate", "completionRate"}
-
-
-def example_daily(segment_id=None) -> dict:
-    """Request example 1 of the reference (with its trailing commas removed)."""
-    body = {
-        "name": "Test API POST", "format": "JSONL", "scope": "sessions", "frequency": {"value": "daily"},
-        "fields": [{"fieldName": "project_id"}, {"fieldName": "session_id"}], "deviceLabel": "all",
-    }
-    if segment_id is not None:
-        body["segmentId"] = segment_id
-    return body
-
-
-def example_once(segment_id=None, day: datetime | None = None) -> dict:
-    """Request example 2 of the reference, over two recent days."""
-    start = (day or datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
-    end = start + timedelta(days=2) - timedelta(milliseconds=1)
-    body = {
-        "name": "Test API POST", "format": "CSV", "scope": "views",
-        "frequency": {"value": "once", "dateRange": {"from": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                                                     "to": end.strftime("%Y-%m-%dT%H:%M:%S.999Z")}},
-        "fields": [
-            {"fieldName": "session_id", "aliasName": "Session ID"},
-            {"fieldName": "view_number", "aliasName": "View number in session"},
-            {"fieldName": "custom_var", "customVarPosition": 2, "aliasName": "My Custom Variable of index 2"},
-            {"fieldName": "dynamic_var", "dynamicVarKey": "AB Test", "aliasName": "Experiment"},
-        ],
-        "deviceLabel": "desktop",
-    }
-    if segment_id is not None:
-        body["segmentId"] = segment_id
-    return body
-
-
-def make_segment(api, tenant) -> int:
-    with transaction(api.context.sessions) as session:
-        return admin.create_segment(
-            session, project_id=tenant.project_id, name="France",
-            filter={"field": "country_code", "op": "eq", "value": "FR"}, now=api.clock(),
-        ).id
-
-
-def create(http, tenant, body) -> int:
-    answer = http.post("/v1/exports", json=body, headers=tenant.headers)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["success"] is True and set(answer.json()["payload"]) == {"jobId"}
-    return answer.json()["payload"]["jobId"]
 
 
 def test_create_and_get_the_two_reference_examples(http, tenant, api):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from test_api_exports import example_once
+from examples import example_once
 
 
 def _ts(dt: datetime) -> str:

@@ -136,3 +136,17 @@ def test_unsupported_or_missing_files_are_validation_errors(tmp_path, store):
     assert e.value.errors[0].field == "paths"
     with pytest.raises(ValidationFailed):
         load_files(store, 1, [tmp_path / "missing.jsonl"])
+
+
+def test_worker_processes_give_the_same_result(tmp_path, store, monkeypatch):
+    monkeypatch.setattr(bulkload, "CHUNK_ROWS", 10)
+    path = tmp_path / "hits.jsonl"
+    lines = [json.dumps(hit(i)) for i in range(45)]
+    lines[17] = json.dumps(hit(17, device_id=-1))
+    path.write_text("\n".join(lines))
+    with PageviewStore(tmp_path / "serial") as serial_store:
+        serial = load_files(serial_store, 1, [path], workers=1)
+    parallel = load_files(store, 1, [path], workers=2)
+    assert (parallel.rows_stored, parallel.rows_rejected, parallel.samples) == (44, 1, serial.samples)
+    same = [n for n in PAGEVIEW_SCHEMA.names if n != "ingested_at"]
+    assert stored(store.root, 1).select(same).to_pylist() == stored(tmp_path / "serial", 1).select(same).to_pylist()

@@ -17,7 +17,7 @@ from dataexport.engine import scheduler
 from dataexport.engine.worker import Worker
 from dataexport.warehouse.demo import generate
 from dataexport.warehouse.store import PageviewStore
-from test_api_exports import create, example_once, make_segment
+from examples import create, example_once, make_segment
 
 
 @pytest.fixture

@@ -207,7 +207,7 @@ class Worker:
             run.lease_expires_at = None
             work.set_job_state_for_once(session, run.job_id, JobState.COMPLETED)
         log.info("export.run.finished", run_id=run_id, rows=run.rows, parts=len(parts),
-                 bytes=sum(p.size for p in parts), attempt=attempt)
+                 bytes=sum(p.size for p in parts), attempt=attempt, worker_id=self.worker_id)
         return RunOutcome(run_id, RunState.SUCCESS.value, run.rows, len(parts))
 
     def _record_failure(self, run_id: int, exc: Exception) -> RunOutcome:

@@ -1,6 +1,6 @@
 """Bulk load of hit files (JSONL, CSV, Parquet) into the store, streamed in chunks.
 
-Every record goes through the same `hits.validate_hit` rules as the ingest endpoint. File-specific
+Every record goes through the same `hits` rules as the ingest endpoint. File-specific
 decisions:
 - Columns the server derives (project_id, user_id, ingested_at) are ignored in files, because a file
   exported from a warehouse carries them; they are recomputed.
@@ -16,20 +16,28 @@ from __future__ import annotations
 
 import csv
 import io
+import multiprocessing
+import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataexport.errors import FieldError, ValidationFailed
 from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitError, validate_hit
+from dataexport.warehouse.hits_columnar import validate_batch
+from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.store import PageviewStore
 
 CHUNK_ROWS = 20_000
+PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+FAST_SLICE = 2_000  # a bad record sends only its slice through the slower per-hit validator
 MAX_SAMPLES = 20
 Progress = Callable[[int, int], None]  # (bytes done, bytes total) over all files: fits Rich's update()
 
@@ -52,8 +60,18 @@ class LoadSummary:
 
 
 def load_files(
-    store: PageviewStore, project_id: int, paths: list[Path], progress: Progress | None = None
+    store: PageviewStore,
+    project_id: int,
+    paths: list[Path],
+    progress: Progress | None = None,
+    *,
+    workers: int | None = None,
 ) -> LoadSummary:
+    """Validate and store every record of `paths`, chunk by chunk (memory stays flat whatever the size).
+
+    Decoding and validation run in `workers` processes (default: one per CPU, up to 4, for inputs over
+    PARALLEL_MIN_BYTES); this process writes, in file order.
+    """
     paths = [Path(p) for p in paths]
     for p in paths:
         if _reader_for(p) is None:
@@ -62,42 +80,92 @@ def load_files(
         if not p.is_file():
             raise ValidationFailed(f"No such file: {p}.", [FieldError("paths", "must name existing files")])
     total = sum(p.stat().st_size for p in paths)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_MIN_BYTES else 1
     summary = LoadSummary()
     done_before = 0
-    for path in paths:
-        reader = _reader_for(path)
-        assert reader is not None
-        for records, done_in_file in reader(path):
-            rows, errors, rejected = _validate(records)
-            _count_rejections(summary, str(path), errors)
-            summary.rows_rejected += rejected
-            if rows:
-                stored = store.append(project_id, rows)
-                if stored.duplicate:
-                    summary.rows_already_stored += stored.rows
-                else:
-                    summary.rows_stored += stored.rows
-            if progress is not None:
-                progress(done_before + done_in_file, total)
-        done_before += path.stat().st_size
+    with _Pipeline(workers) as pipeline:
+        for path in paths:
+            reader = _reader_for(path)
+            assert reader is not None
+            for (table, errors, rejected), done_in_file in pipeline.map(reader(path)):
+                _count_rejections(summary, str(path), errors)
+                summary.rows_rejected += rejected
+                if table.num_rows:
+                    stored = store.append(project_id, table)
+                    if stored.duplicate:
+                        summary.rows_already_stored += stored.rows
+                    else:
+                        summary.rows_stored += stored.rows
+                if progress is not None:
+                    progress(done_before + done_in_file, total)
+            done_before += path.stat().st_size
     return summary
 
 
-def _validate(records: list[tuple[int, object]]) -> tuple[list[dict], list[HitError], int]:
-    rows, errors, rejected = [], [], 0
-    for index, record in records:
-        if record is _NOT_JSON:
-            row, errs = None, [HitError(index, "record", "is not valid JSON")]
-        elif record is _NOT_CSV_ROW:
-            row, errs = None, [HitError(index, "record", "has not as many cells as the header")]
-        else:
-            row, errs = validate_hit(record, index)
-        if row is not None:
-            rows.append(row)
-        else:
-            errors.extend(errs)
-            rejected += 1
-    return rows, errors, rejected
+class _Pipeline:
+    """Runs `process_chunk` in worker processes with a bounded number of chunks in flight, in order."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Pipeline:
+        if self.workers > 1:
+            # spawn, not fork: the parent may hold DuckDB or Arrow threads, which fork does not copy safely.
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def map(self, chunks: Iterator[tuple[tuple, int]]) -> Iterator[tuple[tuple, int]]:
+        if self.pool is None:
+            for chunk, done in chunks:
+                yield process_chunk(chunk), done
+            return
+        in_flight: deque = deque()
+        for chunk, done in chunks:
+            in_flight.append((self.pool.submit(process_chunk, chunk), done))
+            if len(in_flight) >= 2 * self.workers:
+                future, d = in_flight.popleft()
+                yield future.result(), d
+        while in_flight:
+            future, d = in_flight.popleft()
+            yield future.result(), d
+
+
+def process_chunk(chunk: tuple) -> tuple[pa.Table, list[HitError], int]:
+    """Decode one raw chunk of a file and validate it (runs in a worker process)."""
+    kind, payload = chunk
+    return _validate(_DECODERS[kind](payload))
+
+
+def _validate(records: list[tuple[int, object]]) -> tuple[pa.Table, list[HitError], int]:
+    """Slices that the columnar path proves valid skip the per-hit validator; others go through it."""
+    tables, errors, rejected = [], [], 0
+    for start in range(0, len(records), FAST_SLICE):
+        part = records[start : start + FAST_SLICE]
+        table = validate_batch([r for _, r in part])  # sentinels are not dicts: they make it step aside
+        if table is not None:
+            tables.append(table)
+            continue
+        rows = []
+        for index, record in part:
+            if record is _NOT_JSON:
+                row, errs = None, [HitError(index, "record", "is not valid JSON")]
+            elif record is _NOT_CSV_ROW:
+                row, errs = None, [HitError(index, "record", "has not as many cells as the header")]
+            else:
+                row, errs = validate_hit(record, index)
+            if row is not None:
+                rows.append(row)
+            else:
+                errors.extend(errs)
+                rejected += 1
+        tables.append(pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA))
+    return pa.concat_tables(tables) if tables else PAGEVIEW_SCHEMA.empty_table(), errors, rejected
 
 
 def _count_rejections(summary: LoadSummary, path: str, errors: list[HitError]) -> None:
@@ -107,7 +175,7 @@ def _count_rejections(summary: LoadSummary, path: str, errors: list[HitError]) -
             summary.samples.append(Rejection(path, e.index, e.field, e.message))
 
 
-Chunks = Iterator[tuple[list[tuple[int, object]], int]]  # ([(record number, record)], bytes of the file read)
+Chunks = Iterator[tuple[tuple[str, object], int]]  # ((decoder, raw chunk), bytes of the file read so far)
 _NOT_JSON = object()
 _NOT_CSV_ROW = object()
 
@@ -137,20 +205,26 @@ def _stored_dynamic_var(d: object) -> object:
 
 
 def _jsonl_chunks(path: Path) -> Chunks:
-    records: list = []
+    lines: list = []
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append((number, as_hit(orjson.loads(line))))
-            except orjson.JSONDecodeError:
-                records.append((number, _NOT_JSON))
-            if len(records) >= CHUNK_ROWS:
-                yield records, f.tell()
-                records = []
-        if records:
-            yield records, f.tell()
+            if line.strip():
+                lines.append((number, line))
+            if len(lines) >= CHUNK_ROWS:
+                yield ("jsonl", lines), f.tell()
+                lines = []
+        if lines:
+            yield ("jsonl", lines), f.tell()
+
+
+def _decode_jsonl(lines: list[tuple[int, bytes]]) -> list[tuple[int, object]]:
+    records = []
+    for number, line in lines:
+        try:
+            records.append((number, as_hit(orjson.loads(line))))
+        except orjson.JSONDecodeError:
+            records.append((number, _NOT_JSON))
+    return records
 
 
 _INTEGER = re.compile(r"-?\d+\Z")
@@ -185,18 +259,26 @@ def _csv_chunks(path: Path) -> Chunks:
         header = next(rows, None)
         if header is None:
             return
-        records: list = []
+        chunk: list = []
         for number, cells in enumerate(rows, 1):
-            if len(cells) != len(header):
-                records.append((number, _NOT_CSV_ROW))
-            else:
-                record = {col: _csv_cell(col, cell) for col, cell in zip(header, cells, strict=True)}
-                records.append((number, as_hit({k: v for k, v in record.items() if v is not None})))
-            if len(records) >= CHUNK_ROWS:
-                yield records, raw.tell()
-                records = []
-        if records:
-            yield records, raw.tell()
+            chunk.append((number, cells))
+            if len(chunk) >= CHUNK_ROWS:
+                yield ("csv", (header, chunk)), raw.tell()
+                chunk = []
+        if chunk:
+            yield ("csv", (header, chunk)), raw.tell()
+
+
+def _decode_csv(payload: tuple[list[str], list]) -> list[tuple[int, object]]:
+    header, rows = payload
+    records = []
+    for number, cells in rows:
+        if len(cells) != len(header):
+            records.append((number, _NOT_CSV_ROW))
+            continue
+        record = {col: _csv_cell(col, cell) for col, cell in zip(header, cells, strict=True)}
+        records.append((number, as_hit({k: v for k, v in record.items() if v is not None})))
+    return records
 
 
 def _parquet_chunks(path: Path) -> Chunks:
@@ -205,9 +287,16 @@ def _parquet_chunks(path: Path) -> Chunks:
     size = path.stat().st_size
     done = 0
     for batch in pf.iter_batches(batch_size=CHUNK_ROWS):
-        records = [
-            (done + i, as_hit({k: v for k, v in r.items() if v is not None}))
-            for i, r in enumerate(batch.to_pylist(), 1)
-        ]
-        done += len(records)
-        yield records, size * done // total_rows
+        yield ("parquet", (done, batch)), size * (done + batch.num_rows) // total_rows
+        done += batch.num_rows
+
+
+def _decode_parquet(payload: tuple[int, pa.RecordBatch]) -> list[tuple[int, object]]:
+    done, batch = payload
+    return [
+        (done + i, as_hit({k: v for k, v in r.items() if v is not None}))
+        for i, r in enumerate(batch.to_pylist(), 1)
+    ]
+
+
+_DECODERS = {"jsonl": _decode_jsonl, "csv": _decode_csv, "parquet": _decode_parquet}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 
 from dataexport.warehouse.hits import (
     _FLOAT,
+    _ID_CACHE,
     _INT,
     _STR,
     _TS,
@@ -81,30 +83,39 @@ def validate_batch(hits: list) -> pa.Table | None:
         return None
 
 
+def _transpose(hits: list, keys: set) -> dict[str, list]:
+    """Columns by key. When every hit has every key (one client, one shape) itemgetter + zip do it in C."""
+    names = sorted(keys)
+    if all(len(h) == len(names) for h in hits):
+        if len(names) == 1:
+            return {names[0]: [h[names[0]] for h in hits]}
+        return dict(zip(names, map(list, zip(*map(itemgetter(*names), hits), strict=True)), strict=True))
+    return {name: [h.get(name) for h in hits] for name in names}
+
+
 def _build(hits: list, keys: set) -> pa.Table:
     n = len(hits)
-    columns: dict[str, pa.Array] = {}
     for name in REQUIRED:
         if name not in keys:
             raise _Doubt
-    for name in keys:
+    raw = _transpose(hits, keys)
+    columns: dict[str, pa.Array] = {}
+    for name, values in raw.items():
         check = SCALARS.get(name)
         if check is not None:
-            columns[name] = _scalar([h.get(name) for h in hits], check, required=name in REQUIRED)
+            columns[name] = _scalar(values, check, required=name in REQUIRED)
     if pc.any(pc.less(columns["view_time"], columns["session_time"])).as_py():
         raise _Doubt
     for name, checks in NESTED.items():
-        if name in keys:
-            columns[name] = _nested([h.get(name) for h in hits], checks, NESTED_REQUIRED.get(name, ()), n)
-    if "custom_vars" in keys:
-        columns["custom_vars"] = _custom_vars([h.get("custom_vars") for h in hits], n)
-    if "dynamic_vars" in keys:
-        columns["dynamic_vars"] = _dynamic_vars([h.get("dynamic_vars") for h in hits], n)
-    users = [h["user_id_unhashed"] for h in hits]
-    sessions = [h["session_number"] for h in hits]
-    ids = [_cached_ids(u, s) for u, s in zip(users, sessions, strict=True)]
-    columns["user_id"] = pa.array([i[0] for i in ids], pa.uint64())
-    computed = pa.array([i[1] for i in ids], pa.uint64())
+        if name in raw:
+            columns[name] = _nested(raw[name], checks, NESTED_REQUIRED.get(name, ()), n)
+    if "custom_vars" in raw:
+        columns["custom_vars"] = _custom_vars(raw["custom_vars"], n)
+    if "dynamic_vars" in raw:
+        columns["dynamic_vars"] = _dynamic_vars(raw["dynamic_vars"], n)
+    user_ids, session_ids = _ids(raw["user_id_unhashed"], raw["session_number"])
+    columns["user_id"] = pa.array(user_ids, pa.uint64())
+    computed = pa.array(session_ids, pa.uint64())
     given = columns.get("session_id")
     columns["session_id"] = computed if given is None else pc.coalesce(given.cast(pa.uint64()), computed)
     arrays = []
@@ -117,6 +128,18 @@ def _build(hits: list, keys: set) -> pa.Table:
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(arrays, schema=PAGEVIEW_SCHEMA)
+
+
+def _ids(users: list, sessions: list) -> tuple[list, list]:
+    cache = _ID_CACHE
+    user_ids = [cache.get(u) for u in users]
+    pairs = list(zip(users, sessions, strict=True))
+    session_ids = [cache.get(p) for p in pairs]
+    if None in user_ids or None in session_ids:  # fill the misses, once per distinct user and session
+        for i, (u, s) in enumerate(pairs):
+            if user_ids[i] is None or session_ids[i] is None:
+                user_ids[i], session_ids[i] = _cached_ids(u, s)
+    return user_ids, session_ids
 
 
 def _types(values: list) -> set:
@@ -171,9 +194,12 @@ def _times(values: list, types: set) -> pa.Array:
         arr = pa.array(values, pa.int64())
         _within(arr, 0, MAX_EPOCH_MS)
         return arr.cast(_TS_TYPE)
-    if types != {str}:
-        raise _Doubt  # mixed formats or datetimes: rare, left to the per-hit path
-    parsed = [None if v is None else _fromiso(v) for v in values]  # ValueError -> doubt
+    if types == {str}:
+        parsed = [None if v is None else _fromiso(v) for v in values]  # ValueError -> doubt
+    elif types == {datetime}:  # file inputs (Parquet)
+        parsed = values
+    else:
+        raise _Doubt  # mixed formats: rare, left to the per-hit path
     if any(d is not None and d.tzinfo is None for d in parsed):
         raise _Doubt
     arr = pa.array(parsed, _TS_US).cast(_TS_TYPE, safe=False)  # floor to the millisecond, as `hits` does

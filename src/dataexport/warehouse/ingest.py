@@ -11,7 +11,8 @@ from datetime import datetime
 import orjson
 
 from dataexport.errors import FieldError, ValidationFailed
-from dataexport.warehouse.hits import HitError, validate_hits
+from dataexport.warehouse.hits import HitError
+from dataexport.warehouse.hits_columnar import validate_to_table
 from dataexport.warehouse.store import PageviewStore
 
 MAX_HITS_PER_REQUEST = 10_000
@@ -55,12 +56,12 @@ def ingest(
     now: datetime | None = None,
 ) -> IngestResult:
     """Validate and store one request's hits. A retried request (same hits or same key) is stored once."""
-    batch = validate_hits(parse_hits(body))
-    stored = store.append(project_id, batch.rows, batch_key=idempotency_key, now=now)
+    table, rejections = validate_to_table(parse_hits(body))
+    stored = store.append(project_id, table, batch_key=idempotency_key, now=now)
     return IngestResult(
         batch_id=stored.batch_id,
         stored=stored.rows,
-        rejected=batch.rejected,
+        rejected=rejections.rejected,
         duplicate=stored.duplicate,
-        errors=batch.errors[:MAX_ERRORS_REPORTED],
+        errors=rejections.errors[:MAX_ERRORS_REPORTED],
     )

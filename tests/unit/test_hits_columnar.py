@@ -1,0 +1,136 @@
+"""The columnar fast path agrees with the per-hit validator: it accepts nothing that one rejects, and
+builds exactly the same rows; when in doubt it steps aside."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dataexport.warehouse.hits import validate_hits
+from dataexport.warehouse.hits_columnar import validate_batch, validate_to_table
+from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+
+
+def slow_table(hits: list) -> tuple[pa.Table, int]:
+    batch = validate_hits(hits)
+    return pa.Table.from_pylist(batch.rows, schema=PAGEVIEW_SCHEMA), batch.rejected
+
+
+# Each field: (valid values, invalid values). A hit is clean, or carries one invalid value.
+def ints(lo, hi):
+    return [lo, hi, (lo + hi) // 2, None], [lo - 1, hi + 1, True, 1.0, "1"]
+
+
+def strings(limit, empty_ok=True):
+    valid = ["a", "é" * limit, "Paris"] + (["", None] if empty_ok else [])
+    return valid, ["x" * (limit + 1), 5] + ([] if empty_ok else ["", None])
+
+
+TIMES = (["2026-03-01T10:00:00Z", "2026-03-01T11:00:00.123456+01:00", 1772359200000, 1772359200999],
+         ["2026-03-01T10:00:00", -5, 253402300800000, 1.5, "nope", "2026-03-01", None])
+FIELDS = {
+    "user_id_unhashed": strings(128, empty_ok=False), "session_number": ints(1, 65535),
+    "session_time": TIMES, "view_number": ints(1, 65535), "view_time": TIMES, "device_id": ints(0, 5),
+    "url": strings(8192, empty_ok=False), "city": strings(8192), "screen_width": ints(0, 65535),
+    "document_height": ints(0, 2**32 - 1), "frustration_score": ints(0, 100), "is_excludable": ints(0, 1),
+    "scroll_rate": ([0, 100, 55.5, None], [100.5, -0.1, float("nan"), "5", True]),
+    "session_id": ([0, 2**64 - 1, None], [2**64, -1]),
+}
+REQUIRED_NOT_NULL = {"user_id_unhashed", "session_number", "session_time", "view_number", "view_time",
+                     "device_id", "url"}
+DYN_VALUES = (["v", "v" * 255, 0, 4294967296], ["v" * 256, 4294967297, -1, True, 1.5, None])
+DYN_KEYS = (["AB Test", "k", "k" * 512], ["", "k" * 513])
+CV = {"position": ints(1, 20), "key": strings(512, empty_ok=False), "value": strings(255),
+      "scope": (["page", "session"], ["visit"])}
+
+
+def pick(draw, choices, dirty):
+    valid, invalid = choices
+    return draw(st.sampled_from(invalid if dirty else valid))
+
+
+@st.composite
+def hits(draw):
+    dirty_field = draw(st.sampled_from([None, None, None, "scalar", "custom", "dynamic", "nested", "unknown"]))
+    hit = {"user_id_unhashed": "u", "session_number": 1, "session_time": "2026-03-01T10:00:00Z",
+           "view_number": 1, "view_time": "2026-03-01T10:00:01Z", "device_id": 1, "url": "https://x/"}
+    names = draw(st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=3, unique=True))
+    for i, name in enumerate(names):
+        value = pick(draw, FIELDS[name], dirty_field == "scalar" and i == 0)
+        if value is None and name in REQUIRED_NOT_NULL and dirty_field != "scalar":
+            continue
+        hit[name] = value
+    if draw(st.booleans()) or dirty_field == "custom":
+        entries = []
+        for i in range(draw(st.integers(0 if dirty_field != "custom" else 1, 3))):
+            dirty = dirty_field == "custom" and i == 0
+            entry = {k: pick(draw, CV[k], dirty and k == draw(st.sampled_from(sorted(CV)))) for k in CV}
+            entry["position"] = entry["position"] if entry["position"] is not None else 1 + i
+            if draw(st.booleans()):
+                entry.pop("scope")
+            entries.append(entry)
+        if dirty_field == "custom" and draw(st.booleans()):
+            entries.append(dict(entries[0]))  # a position set twice
+        hit["custom_vars"] = entries
+    if draw(st.booleans()) or dirty_field == "dynamic":
+        dirty = dirty_field == "dynamic"
+        pairs = [(pick(draw, DYN_KEYS, dirty and i == 0 and draw(st.booleans())),
+                  pick(draw, DYN_VALUES, dirty and i == 0)) for i in range(draw(st.integers(int(dirty), 4)))]
+        if dirty and draw(st.booleans()):
+            pairs = [(f"k{i}", i) for i in range(41)]
+        if draw(st.booleans()):
+            hit["dynamic_vars"] = dict(pairs)
+        else:
+            hit["dynamic_vars"] = [{"key": k, "value": v} for k, v in pairs]
+    if draw(st.booleans()) or dirty_field == "nested":
+        dirty = dirty_field == "nested"
+        hit["errors"] = [
+            {"message": pick(draw, strings(8192), dirty), "line_number": pick(draw, ints(0, 2**32 - 1), False),
+             "error_time": pick(draw, TIMES, False)}
+            for _ in range(draw(st.integers(int(dirty), 2)))
+        ]
+        hit["transactions"] = [{"id": "T", "revenue_cents": pick(draw, ints(0, 2**64 - 1), False)}]
+    if dirty_field == "unknown":
+        hit[draw(st.sampled_from(["veiw_number", "user_id", "project_id"]))] = 1
+    return hit
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(hits(), min_size=1, max_size=4))
+def test_fast_path_accepts_only_what_the_per_hit_validator_accepts_and_builds_the_same_rows(batch):
+    fast = validate_batch(batch)
+    slow, rejected = slow_table(batch)
+    if fast is not None:
+        assert rejected == 0
+        assert fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+    table, errors = validate_to_table(batch)
+    assert table.equals(slow) and errors.rejected == rejected
+
+
+def typical(i: int) -> dict:
+    return {
+        "user_id_unhashed": f"visitor-{i // 4}", "session_number": 1 + i % 3, "session_time": 1772359200000,
+        "view_number": 1 + i % 4, "view_time": f"2026-03-01T10:0{i % 10}:00.5+00:00", "device_id": i % 6,
+        "url": "https://x/", "scroll_rate": 40 + i % 3 / 2,
+        "custom_vars": [{"position": 1, "key": "Goal", "value": "no", "scope": "session"}],
+        "dynamic_vars": {"AB Test": "A", "cart_value": i} if i % 2 else [{"key": "n", "value": 4294967296}],
+        "errors": [] if i % 3 else [{"message": "boom", "error_time": "2026-03-01T10:00:00Z"}],
+        "transactions": [{"id": "T", "revenue_cents": 2**64 - 1}] if i == 5 else [],
+    }
+
+
+def test_typical_batches_take_the_fast_path_and_match():
+    batch = [typical(i) for i in range(50)]
+    fast = validate_batch(batch)
+    assert fast is not None
+    assert fast.equals(slow_table(batch)[0])
+
+
+def test_doubtful_batches_fall_back_with_errors_reported():
+    batch = [typical(i) for i in range(5)]
+    batch[3]["device_id"] = 9
+    assert validate_batch(batch) is None
+    table, errors = validate_to_table(batch)
+    assert table.num_rows == 4 and errors.rejected == 1
+    assert [(e.index, e.field) for e in errors.errors] == [(3, "device_id")]
