@@ -17,47 +17,54 @@ class Settings(BaseSettings):
     warehouse_dir: Path | None = Field(None, description="Parquet warehouse root; default data_dir/warehouse")
 
     # HTTP
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field("127.0.0.1", description="Address `serve` listens on")
+    port: int = Field(8000, description="Port `serve` listens on")
     public_base_url: str | None = Field(
         None, description="Externally reachable base URL returned as `endpoint`; default derived from the request"
     )
 
     # Auth
-    jwt_secret: str | None = Field(None, description="HMAC key for access tokens; default generated and kept in data_dir")
-    token_ttl_seconds: int = 3600
-    max_clients_per_owner: int = 10
+    jwt_secret: str | None = Field(
+        None, description="HMAC key for access tokens; default generated and kept in data_dir"
+    )
+    token_ttl_seconds: int = Field(3600, description="Lifetime of an access token (the vendor: 1 hour)")
     token_rate_limit_per_minute: int = Field(30, description="Token requests per client_id and minute")
 
     # Limits
-    max_concurrent_requests_per_project: int = 10
+    max_concurrent_requests_per_project: int = Field(
+        10, description="In-flight API requests per project and API process; more get 429"
+    )
 
     # Engine
     run_scheduler: bool = Field(True, description="`serve` also runs the scheduler loop in-process")
     run_worker: bool = Field(True, description="`serve` also runs a worker loop in-process")
-    hourly_lag_minutes: int = 45
-    daily_lag_minutes: int = 120
-    session_timeout_minutes: int = 30
-    lease_seconds: int = 60
-    max_attempts: int = 3
-    retry_backoff_seconds: float = 5.0
-    poll_interval_seconds: float = 1.0
+    hourly_lag_minutes: int = Field(45, description="Wait after an hourly window ends before its run")
+    daily_lag_minutes: int = Field(120, description="Wait after a daily window ends before its run")
+    session_timeout_minutes: int = Field(30, description="Session inactivity timeout: the smallest lag of any window")
+    lease_seconds: int = Field(
+        60, description="A worker's lease on a run; renewed every third of it, taken over when it runs out"
+    )
+    max_attempts: int = Field(3, description="Attempts of a run before it ends FAILURE")
+    retry_backoff_seconds: float = Field(5.0, description="First retry delay; doubles with each attempt")
+    poll_interval_seconds: float = Field(
+        1.0, description="Idle wait of workers and the scheduler between looks for work"
+    )
     part_max_bytes: int = Field(256 * 1024 * 1024, description="Upper bound of one uncompressed part, in bytes")
     gzip_level: int = Field(1, description="ISA-L gzip level (0-3); 1 is fast with a good ratio")
-    file_ttl_days: int = 7
+    file_ttl_days: int = Field(7, description="Days a run's files can be downloaded (expirationDate), then deleted")
 
     # Storage
     storage: str = Field("local", description="`local` or `s3`")
     files_dir: Path | None = Field(None, description="Local storage root; default data_dir/files")
-    s3_endpoint_url: str | None = None
-    s3_bucket: str = "dataexport"
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
-    s3_prefix: str = "exports"
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto...); default AWS")
+    s3_bucket: str = Field("dataexport", description="Bucket of the export files (created if missing)")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_access_key_id: str | None = Field(None, description="S3 credentials; default boto3's own chain")
+    s3_secret_access_key: str | None = Field(None, description="S3 credentials; default boto3's own chain")
+    s3_prefix: str = Field("exports", description="Key prefix of the export files in the bucket")
 
-    log_level: str = "INFO"
-    log_json: bool = True
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines)")
 
     @property
     def resolved_database_url(self) -> str:

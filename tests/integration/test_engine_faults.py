@@ -309,6 +309,7 @@ def test_two_workers_racing_execute_every_run_exactly_once(engine_env):
     for t in threads:
         t.join(60)
     assert errors == []
+    print("SPLIT", len(outcomes["a"]), len(outcomes["b"]))
     done = [o.run_id for o in outcomes["a"] + outcomes["b"]]
     assert sorted(done) == sorted(run_ids)  # each run by exactly one of the two
     assert all(o.state == "SUCCESS" for o in outcomes["a"] + outcomes["b"])

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dataexport import __version__
-from dataexport.api.context import AppContext, Clock, ProjectConcurrency, system_clock
+from dataexport.api.context import AppContext, Clock, ProjectConcurrency, TokenRateLimiter, system_clock
 from dataexport.api.envelope import install_error_handlers
 from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
 from dataexport.config import Settings
@@ -58,6 +58,7 @@ def build_context(settings: Settings, *, clock: Clock = system_clock, storage=No
         jwt_key=jwt_key,
         clock=clock,
         concurrency=ProjectConcurrency(settings.max_concurrent_requests_per_project),
+        token_limiter=TokenRateLimiter(settings.token_rate_limit_per_minute),
         storage=storage,
         warehouse=PageviewStore(settings.resolved_warehouse_dir),
     )

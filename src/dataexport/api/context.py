@@ -45,6 +45,27 @@ class ProjectConcurrency:
                 del self._in_flight[project_id]
 
 
+class TokenRateLimiter:
+    """At most `per_minute` token requests per client_id and minute, so a secret cannot be brute-forced fast.
+
+    Fixed one-minute windows, per API process; memory is bounded by forgetting windows that are over.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._lock = threading.Lock()
+        self._window = 0
+        self._counts: dict[str, int] = defaultdict(int)
+
+    def allow(self, client_id: str, now: datetime) -> bool:
+        window = int(now.timestamp() // 60)
+        with self._lock:
+            if window != self._window:
+                self._window, self._counts = window, defaultdict(int)
+            self._counts[client_id] += 1
+            return self._counts[client_id] <= self.per_minute
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -53,5 +74,6 @@ class AppContext:
     jwt_key: str
     clock: Clock = system_clock
     concurrency: ProjectConcurrency = field(default_factory=lambda: ProjectConcurrency(10))
+    token_limiter: TokenRateLimiter = field(default_factory=lambda: TokenRateLimiter(30))
     storage: object | None = None
     warehouse: object | None = None  # PageviewStore: the write side of the warehouse

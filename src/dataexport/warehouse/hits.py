@@ -3,7 +3,8 @@
 A hit is a JSON object whose keys are the columns of PAGEVIEW_SCHEMA, minus the ones the server derives
 (project_id from the caller, user_id and ingested_at always; session_id unless given). Every rule is a
 hand-written check in tight code because the ingest path must validate tens of thousands of hits per
-second per core; a hit with any error is rejected whole, with every error it has.
+second per core; a hit with any error is rejected whole, with every error it has. The rules themselves
+are tables in `hits_rules`; whole batches first try the faster `hits_columnar`, which falls back here.
 
 Rows are dicts ready for `pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA)`: timestamps as epoch
 milliseconds (ints), absent nested lists as [] so readers never meet NULL lists.

@@ -121,12 +121,14 @@ async def token(request: Request, ctx: AppContext = Depends(get_context)):
             requested_project = parse_int_like(raw_project)
             if requested_project is None or requested_project <= 0:
                 raise _fail(400, "invalid_request", "The parameter project_id must be an integer.")
+        if not ctx.token_limiter.allow(client_id, ctx.clock()):
+            raise _fail(429, "too_many_requests", "Too many token requests for this client; retry in a minute.")
         claims = _authenticate(ctx, client_id, secret, requested_project, frozenset(scopes))
     except _OAuthFailure as failure:
         return JSONResponse(
             {"error": failure.error, "error_description": failure.description},
             status_code=failure.status,
-            headers={"WWW-Authenticate": "Basic"} if failure.status == 401 else None,
+            headers={401: {"WWW-Authenticate": "Basic"}, 429: {"Retry-After": "60"}}.get(failure.status),
         )
     ttl = ctx.settings.token_ttl_seconds
     access_token = issue_token(ctx.jwt_key, claims, now=ctx.clock(), ttl=timedelta(seconds=ttl))
