@@ -10,25 +10,38 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dataexport.config import Settings
 from dataexport.engine import scheduler
+from dataexport.engine.maintenance import run_maintenance
 from dataexport.engine.worker import Clock, Worker
 
 log = structlog.get_logger()
 
 
+MAINTENANCE_EVERY_SECONDS = 600
+
+
 class SchedulerLoop:
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings, storage, clock: Clock,
-                 interval: float | None = None) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], settings: Settings, storage, clock: Clock, interval: float | None = None
+    ) -> None:
         self.sessions, self.settings, self.storage, self.clock = sessions, settings, storage, clock
         self.interval = interval if interval is not None else max(1.0, settings.poll_interval_seconds)
         self.stopping = threading.Event()
+        self._last_maintenance: float | None = None
 
     def run_forever(self) -> None:
         log.info("scheduler.started")
         while not self.stopping.is_set():
+            now = self.clock()
             try:
-                scheduler.tick(self.sessions, self.settings, self.storage, self.clock())
+                scheduler.tick(self.sessions, self.settings, self.storage, now)
             except Exception:  # the DB may be restarting: keep going, the next tick catches up
                 log.exception("scheduler.tick_failed")
+            if self._last_maintenance is None or now.timestamp() - self._last_maintenance >= MAINTENANCE_EVERY_SECONDS:
+                self._last_maintenance = now.timestamp()
+                try:
+                    run_maintenance(self.sessions, self.settings, now)
+                except Exception:
+                    log.exception("warehouse.maintenance_failed")
             self.stopping.wait(self.interval)
         log.info("scheduler.stopped")
 

@@ -68,4 +68,8 @@ def expire_files(sessions: sessionmaker[Session], storage, now: datetime) -> int
         for f in files:
             storage.delete(f.key)
             f.deleted = True
+            if f.part_id == 0:  # the run's manifest goes with its files
+                run = session.get(JobRun, f.run_id)
+                if run is not None and run.manifest_key:
+                    storage.delete(run.manifest_key)
         return len(files)

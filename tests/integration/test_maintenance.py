@@ -1,0 +1,44 @@
+"""The scheduler's warehouse upkeep: retention per project, compaction of settled partitions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import duckdb
+
+from dataexport import admin
+from dataexport.engine.maintenance import run_maintenance
+from dataexport.metadata.db import transaction
+from dataexport.warehouse.demo import generate
+from dataexport.warehouse.store import PageviewStore
+
+
+def test_retention_and_compaction(api, tenant):
+    ctx = api.context
+    root = ctx.settings.resolved_warehouse_dir
+    with transaction(ctx.sessions) as session:
+        admin_project = admin.create_project(session, name="Short memory", now=api.clock(), retention_days=2)
+        short_id = admin_project.project.id
+    now = api.clock()
+    with PageviewStore(root) as store:
+        generate(store, tenant.project_id, days=5, sessions_per_day=40, seed=1, now=now)
+        generate(store, tenant.project_id, days=5, sessions_per_day=40, seed=2, now=now)  # a second file a day
+        generate(store, short_id, days=5, sessions_per_day=40, seed=3, now=now)
+
+    def count(project_id):
+        return duckdb.execute(
+            "SELECT count(*) FROM read_parquet(?)", [f"{root}/pageviews/project_id={project_id}/*/*.parquet"]
+        ).fetchone()[0]
+
+    before = count(tenant.project_id)
+    result = run_maintenance(ctx.sessions, ctx.settings, now + timedelta(hours=2))
+    assert result.partitions_expired >= 2  # the 2-day project loses its older days, the other keeps all
+    assert (
+        sorted(p.name for p in (root / f"pageviews/project_id={short_id}").iterdir())[0]
+        >= f"session_day={(now - timedelta(days=2)).date().isoformat()}"
+    )
+    assert result.partitions_compacted >= 5
+    assert count(tenant.project_id) == before
+    assert all(
+        len(list(p.glob("*.parquet"))) == 1 for p in (root / f"pageviews/project_id={tenant.project_id}").iterdir()
+    )
