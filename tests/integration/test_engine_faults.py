@@ -49,13 +49,12 @@ LEASE_SECONDS = 2
 # ---------------------------------------------------------------- helpers
 
 
-def yesterday() -> datetime:
-    return (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def seed(warehouse: Path, project_id: int, sessions_per_day: int) -> tuple[datetime, datetime]:
-    """Two whole days of demo traffic ending last midnight; returns that window [start, end)."""
-    end = yesterday() + timedelta(days=1)
+    """Two whole days of demo traffic ending yesterday at midnight; returns that window [start, end).
+
+    Ending a day back (not at the last midnight) keeps the once run due at once at any time of day: it
+    waits for window end + the session timeout (30 minutes)."""
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
     with PageviewStore(warehouse) as store:
         generate(store, project_id, days=2, sessions_per_day=sessions_per_day, seed=11,
                  now=end - timedelta(microseconds=1))
@@ -309,7 +308,6 @@ def test_two_workers_racing_execute_every_run_exactly_once(engine_env):
     for t in threads:
         t.join(60)
     assert errors == []
-    print("SPLIT", len(outcomes["a"]), len(outcomes["b"]))
     done = [o.run_id for o in outcomes["a"] + outcomes["b"]]
     assert sorted(done) == sorted(run_ids)  # each run by exactly one of the two
     assert all(o.state == "SUCCESS" for o in outcomes["a"] + outcomes["b"])

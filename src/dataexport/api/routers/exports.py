@@ -212,15 +212,16 @@ def _lifecycle_action(action):
     return handler
 
 
+_JOB_ANSWER = {"response_model": Envelope[JobOut], "response_model_exclude_unset": True}
 router.add_api_route(
-    "/{jobId}", _lifecycle_action(lifecycle.delete_job), methods=["DELETE"], response_model=Envelope[JobOut], response_model_exclude_unset=True,
+    "/{jobId}", _lifecycle_action(lifecycle.delete_job), methods=["DELETE"], **_JOB_ANSWER,
     summary="Delete an export job (extension: state DELETED, no more runs)",
 )
 router.add_api_route(
-    "/{jobId}/suspend", _lifecycle_action(lifecycle.suspend_job), methods=["POST"],
-    response_model=Envelope[JobOut], response_model_exclude_unset=True, summary="Suspend a daily or hourly job (extension)",
+    "/{jobId}/suspend", _lifecycle_action(lifecycle.suspend_job), methods=["POST"], **_JOB_ANSWER,
+    summary="Suspend a daily or hourly job (extension)",
 )
 router.add_api_route(
-    "/{jobId}/resume", _lifecycle_action(lifecycle.resume_job), methods=["POST"],
-    response_model=Envelope[JobOut], response_model_exclude_unset=True, summary="Resume a suspended daily or hourly job (extension)",
+    "/{jobId}/resume", _lifecycle_action(lifecycle.resume_job), methods=["POST"], **_JOB_ANSWER,
+    summary="Resume a suspended daily or hourly job (extension)",
 )
