@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from dataexport import __version__
 from dataexport.api.context import AppContext, Clock, ProjectConcurrency, TokenRateLimiter, system_clock
 from dataexport.api.envelope import install_error_handlers
+from dataexport.api.observability import install_observability
 from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
 from dataexport.config import Settings
 from dataexport.engine.runtime import background_for
@@ -80,6 +81,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = ctx
     install_error_handlers(app)
+    install_observability(app, ctx)
     for module in (oauth, exports, catalog, segments, files, ingest, health):
         app.include_router(module.router)
     return app
