@@ -182,6 +182,48 @@ def _serve(settings: Settings) -> None:
                 proxy_headers=True, timeout_graceful_shutdown=30)
 
 
+@app.command()
+def load(
+    files: list[Path] = typer.Argument(..., help="JSONL, CSV or Parquet files of pageview hits"),
+    project: int = typer.Option(..., "--project"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Bulk-load pageview hits, with the same validation as HTTP ingest; prints what was stored and rejected."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    from dataexport.metadata.db import transaction
+    from dataexport.metadata.repositories import tenants
+    from dataexport.warehouse.bulkload import load_files
+    from dataexport.warehouse.store import PageviewStore
+
+    settings = _settings(data_dir)
+
+    def work():
+        with transaction(_sessions(settings)) as session:
+            if tenants.get_project(session, project) is None:
+                from dataexport.errors import NotFound
+
+                raise NotFound(f"Project {project} not found.")
+        columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console, disable=as_json) as bar, \
+                PageviewStore(settings.resolved_warehouse_dir) as store:
+            task = bar.add_task("loading", total=None)
+            return load_files(store, project, files,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+    summary = _run(work)
+    reasons = [{"field": f, "message": m, "count": n} for (f, m), n in summary.reasons.most_common()]
+    out = {"rows_stored": summary.rows_stored, "rows_rejected": summary.rows_rejected,
+           "rows_already_stored": summary.rows_already_stored, "reasons": reasons,
+           "samples": [s.__dict__ for s in summary.samples]}
+    lines = [f"stored {summary.rows_stored:,} rows, rejected {summary.rows_rejected:,}"
+             + (f", {summary.rows_already_stored:,} already stored" if summary.rows_already_stored else "")]
+    lines += [f"  {r['count']:>8,}  {r['field']}: {r['message']}" for r in reasons[:20]]
+    _emit(as_json, out, lines)
+
+
 def _engine_parts(settings: Settings):
     from dataexport.api.app import resolve_jwt_key
     from dataexport.api.context import system_clock
