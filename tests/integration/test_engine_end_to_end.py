@@ -165,3 +165,21 @@ def test_expired_download_url_is_refused_and_files_are_swept(api, http, seeded):
     assert answer.status_code == 200, answer.text
     detail = answer.json()["payload"]
     assert detail["files"] == []
+
+
+def test_a_stopping_worker_hands_its_run_back(api, http, seeded):
+    tenant = seeded
+    job_id = create(http, tenant, example_once(day=api.clock() - timedelta(days=2)))
+    worker = worker_for(api)
+    run_id = worker.claim()
+    assert run_id is not None
+    worker.stopping.set()  # SIGTERM arrived while the run was starting
+    assert worker.execute(run_id).state == "HANDED_BACK"
+    run = http.get(f"/v1/exports/{job_id}/runs/{run_id}", headers=tenant.headers).json()["payload"]
+    assert run["state"] == "RUNNABLE" and run["files"] == []
+    assert http.get(f"/v1/exports/{job_id}", headers=tenant.headers).json()["payload"]["state"] == "ACTIVE"
+    again = worker_for(api).run_once()
+    assert again.state == "SUCCESS" and again.run_id == run_id
+    detail = http.get(f"/v1/exports/{job_id}/runs/{run_id}", headers=tenant.headers).json()["payload"]
+    stored = sorted(p.name for p in api.context.settings.resolved_files_dir.rglob("*") if p.is_file())
+    assert stored == sorted(["manifest.json"] + [f"part-{f['partId']:05d}.csv.gz" for f in detail["files"]])

@@ -135,8 +135,9 @@ class Worker:
             self._discard_attempt(run_snapshot, attempt)
             return RunOutcome(run_id, "LEASE_LOST")
         except Cancelled:
-            self._hand_back(run_id)
+            # Discard while the lease is still ours: the attempt number is reused by the next claim.
             self._discard_attempt(run_snapshot, attempt)
+            self._hand_back(run_id)
             return RunOutcome(run_id, "HANDED_BACK")
         except Exception as exc:
             heartbeat.stop()
