@@ -34,6 +34,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-protocol server (moto's standalone server) on a loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    from support import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request):
     return request.param
@@ -82,13 +96,14 @@ def stack(database_url, tmp_path_factory):
 
 @pytest.fixture
 def api(stack):
-    """The shared stack, emptied: no metadata rows, no warehouse files, real time."""
+    """The shared stack, emptied: no metadata rows, no warehouse or export files, real time."""
     from dataexport.warehouse.store import PageviewStore
 
     truncate_all(stack.context.engine)
     stack.context.warehouse.close()
     shutil.rmtree(stack.context.settings.resolved_warehouse_dir, ignore_errors=True)
     stack.context.warehouse = PageviewStore(stack.context.settings.resolved_warehouse_dir)
+    shutil.rmtree(stack.context.settings.resolved_files_dir, ignore_errors=True)
     stack.clock.set(None)
     return stack
 

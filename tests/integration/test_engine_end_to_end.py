@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -15,6 +16,7 @@ import pytest
 from dataexport.domain.enums import RunState
 from dataexport.engine import scheduler
 from dataexport.engine.worker import Worker
+from dataexport.storage.s3 import S3Storage
 from dataexport.warehouse.demo import generate
 from dataexport.warehouse.store import PageviewStore
 from examples import create, example_once, make_segment
@@ -26,6 +28,19 @@ def seeded(api, tenant):
     with PageviewStore(api.context.settings.resolved_warehouse_dir) as store:
         generate(store, tenant.project_id, days=3, sessions_per_day=120, seed=7, now=api.clock())
     return tenant
+
+
+@pytest.fixture(params=["local", "s3"])
+def export_storage(request, api):
+    """Run the test with the stack's local storage, then with S3 storage on a real S3-protocol server."""
+    if request.param == "local":
+        yield "local"
+        return
+    original = api.context.storage
+    api.context.storage = S3Storage(f"e2e-{uuid.uuid4().hex[:12]}", prefix="exports", access_key_id="testing",
+                                    endpoint_url=request.getfixturevalue("s3_endpoint"), secret_access_key="testing")
+    yield "s3"
+    api.context.storage = original
 
 
 def make_tenant_token(http, tenant) -> dict:
@@ -69,7 +84,7 @@ def direct_views(api, project_id, start, end, device_ids, country) -> list[tuple
     return duckdb.execute(sql, [start, end, country]).fetchall()
 
 
-def test_once_csv_job_end_to_end(api, http, seeded):
+def test_once_csv_job_end_to_end(api, http, seeded, export_storage):
     tenant = seeded
     day = (api.clock() - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
     body = example_once(segment_id=make_segment(api, tenant), day=day)
@@ -97,7 +112,7 @@ def test_once_csv_job_end_to_end(api, http, seeded):
     assert [(r["jobId"], r["nbOfFiles"]) for r in runs] == [(job_id, len(blobs))]
 
 
-def test_once_jsonl_job_and_manifest(api, http, seeded):
+def test_once_jsonl_job_and_manifest(api, http, seeded, export_storage):
     tenant = seeded
     day = (api.clock() - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
     body = example_once(day=day)

@@ -15,7 +15,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from moto.server import ThreadedMotoServer
 
 from dataexport.config import Settings
 from dataexport.errors import NotFound, StorageError, ValidationFailed
@@ -71,15 +70,6 @@ def local_backend(tmp_path_factory):
     yield storage, f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=5)
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def make_s3(endpoint: str, bucket: str = "dataexport-test") -> S3Storage:
