@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dataexport.config import Settings
 from dataexport.domain.enums import DeviceLabel, Format, JobState, RunState, Scope
 from dataexport.domain.fieldspec import FieldSpec
+from dataexport.domain.schedule import Window
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.domain.timeparse import format_instant as iso
 from dataexport.engine import retry
@@ -177,7 +178,9 @@ class Worker:
             keys.append(key)
         manifest = {
             "jobId": run.job_id, "jobRunId": run.id, "attempt": attempt,
-            "from": iso(run.window_start), "to": iso(run.window_end), "format": spec.format.value,
+            # `to` inclusive to the millisecond, as the API shows windows.
+            "from": iso(run.window_start), "to": iso(Window(run.window_start, run.window_end).last_ms),
+            "format": spec.format.value,
             "scope": spec.scope.value, "fields": [f.to_json() for f in spec.fields],
             "totalRows": sum(p.rows for p in parts),
             "parts": [{"partId": p.part_id, "key": k, "rows": p.rows, "fileSize": p.size, "sha256": p.sha256}
