@@ -64,9 +64,7 @@ def _recurring(job: ExportJob, action: str) -> None:
 
 
 def delete_job(session: Session, project_id: int, job_id: int, *, actor_id: int, now: datetime) -> ExportJob:
-    job = jobs_repo.get_job(session, project_id, job_id, for_update=True)
-    if job is None or job.state == JobState.DELETED.value:
-        raise NotFound(f"Export job {job_id} not found.")
+    job = _existing(session, project_id, job_id)
     job.state = JobState.DELETED.value
     jobs_repo.touch(job, actor_id=actor_id, now=now)
     return job
