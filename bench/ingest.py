@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -48,6 +50,12 @@ def make_hits_file(path: Path, rows: int, seed: int = 1) -> int:
             for r in batch.to_pylist():
                 f.write(orjson.dumps(as_hit({k: v for k, v in r.items() if v is not None})) + b"\n")
     return path.stat().st_size
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children: a figure that other load on the machine skews less."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_bulk_load(jsonl: Path, work: Path) -> tuple[int, float]:
@@ -113,34 +121,38 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=120)
     try:
         jsonl = work / "hits.jsonl"
         size = make_hits_file(jsonl, args.rows)
         n_lines = jsonl.read_bytes().count(b"\n")
         console.print(f"{n_lines:,} hits, {size / 1e6:.1f} MB JSONL in {work}")
         results = []
-        rows, secs = run_bulk_load(jsonl, work)
-        results.append(("bulk load (load_files)", rows, secs))
-        rows, secs = run_duckdb(jsonl, work)
-        results.append(("DuckDB read_json -> parquet", rows, secs))
+
+        def measure(name: str, run) -> None:
+            cpu = cpu_seconds()
+            rows, secs = run()
+            results.append((name, rows, secs, cpu_seconds() - cpu))
+
         bodies = request_bodies(jsonl)
+        measure("bulk load (load_files)", lambda: run_bulk_load(jsonl, work))
+        measure("DuckDB read_json -> parquet", lambda: run_duckdb(jsonl, work))
         if args.http:
-            rows, secs = run_http(bodies, args.http, args.key)
-            results.append(("HTTP ingest, 1,000/request", rows, secs))
-        rows, secs = run_inprocess(bodies, work, 1)
-        results.append(("ingest in-process, 1 process", rows, secs))
+            measure("HTTP ingest, 1,000/request", lambda: run_http(bodies, args.http, args.key))
+        measure("ingest in-process, 1 process", lambda: run_inprocess(bodies, work, 1))
         if args.processes > 1:
-            rows, secs = run_inprocess(bodies, work, args.processes)
-            results.append((f"ingest in-process, {args.processes} processes", rows, secs))
+            measure(f"ingest in-process, {args.processes} processes",
+                    lambda: run_inprocess(bodies, work, args.processes))
         table = Table(title="ingest benchmark")
-        for col in ("path", "pageviews", "seconds", "pageviews/s"):
+        for col in ("path", "pageviews", "seconds", "pageviews/s", "CPU s", "pageviews/CPU-s"):
             table.add_column(col, justify="left" if col == "path" else "right")
-        for name, rows, secs in results:
-            table.add_row(name, f"{rows:,}", f"{secs:.2f}", f"{rows / secs:,.0f}")
+        for name, rows, secs, cpu in results:
+            table.add_row(name, f"{rows:,}", f"{secs:.2f}", f"{rows / secs:,.0f}", f"{cpu:.1f}", f"{rows / cpu:,.0f}")
         console.print(table)
         ratio = (results[0][1] / results[0][2]) / (results[1][1] / results[1][2])
         console.print(f"bulk load / DuckDB = {ratio:.2f}x (goal >= 0.5x)")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        console.print(f"load average now: {load} on {os.cpu_count()} CPUs (other work on the machine skews these)")
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -129,7 +129,7 @@ def test_concurrent_reader_never_sees_duplicates_or_missing_rows(tmp_path):
             stop.set()
             thread.join()
     assert problems == []
-    assert len(seen) > 10, "the reader did not get to read during compaction"
+    assert len(seen) >= 5, "the reader did not get to read during compaction"
     assert len(read(tmp_path)) == (50 + 6 * 4 * 10) * 3
 
 

@@ -135,7 +135,7 @@ rows = validate_hits([hit("u", v, 1 + v % 3) for v in range(1, 31)]).rows
 def test_crash_before_commit_leaves_nothing_and_is_cleaned_up(tmp_path):
     child = _run_child(tmp_path, CHILD_PRELUDE.format(src=SRC) + """
 store = PageviewStore(root)
-store_module.write_durable = lambda *a: os._exit(9)   # die at the commit point
+store_module.PageviewStore._log_commit = lambda *a: os._exit(9)   # die at the commit point
 store.append(1, rows)
 """)
     assert child.returncode == 9, child.stderr
@@ -149,7 +149,7 @@ store.append(1, rows)
 def test_crash_after_commit_point_is_rolled_forward(tmp_path):
     child = _run_child(tmp_path, CHILD_PRELUDE.format(src=SRC) + """
 store = PageviewStore(root)
-store_module.PageviewStore._apply = lambda self, txn: os._exit(9)   # die right after the journal
+store_module.PageviewStore._move_into_place = lambda *a, **k: os._exit(9)   # die right after committing
 store.append(1, rows)
 """)
     assert child.returncode == 9, child.stderr
@@ -165,7 +165,23 @@ store.append(1, rows)
         ]).rows
         assert store.append(1, same_rows).duplicate  # the client's retry is recognised
         assert read_all(tmp_path, 1).num_rows == 30
-    assert list((tmp_path / "_store" / "txn").iterdir()) == []
+    assert list((tmp_path / "_store" / "staging").glob("*/*.parquet")) == []
+
+
+def test_a_torn_commit_line_of_a_dead_writer_is_dropped(tmp_path):
+    rows = validate_hits([full_hit("u", v) for v in range(1, 3)]).rows
+    with PageviewStore(tmp_path) as store:
+        first = store.append(1, rows)
+        log = tmp_path / "_store" / "batches" / "project_id=1.log"
+        with open(log, "ab") as f:
+            f.write(b"deadbeef\t[[\"_store/sta")  # a writer killed in the middle of its line
+        second = store.append(1, validate_hits([full_hit("v", 1)]).rows)
+        assert log.read_bytes().count(b"\n") == 2 and b"deadbeef" not in log.read_bytes()
+    with PageviewStore(tmp_path) as reopened:
+        assert reopened.append(1, rows).duplicate
+        assert reopened.append(1, validate_hits([full_hit("v", 1)]).rows).batch_id == second.batch_id
+    assert first.batch_id != second.batch_id
+    assert read_all(tmp_path, 1).num_rows == 3
 
 
 CRASH_CHILD = CHILD_PRELUDE + """
@@ -186,10 +202,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, round_)
             [sys.executable, "-c", CRASH_CHILD.format(src=SRC), str(tmp_path)],
             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=SRC),
         )
-        time.sleep(rng.uniform(0.8, 2.0))
+        first = child.stdout.readline()  # wait for the child's first acknowledgement, whatever the load
+        time.sleep(rng.uniform(0.0, 0.4))  # then kill it at a random moment of its work
         child.send_signal(signal.SIGKILL)
         out, _ = child.communicate()
-        acknowledged.update(int(line) for line in out.split())
+        acknowledged.update(int(line) for line in (first + out).split())
     assert acknowledged, "the child acknowledged no batch before being killed"
     with PageviewStore(tmp_path):
         table = read_all(tmp_path, 1)
@@ -242,3 +259,20 @@ def test_two_processes_append_while_a_reader_reads(tmp_path):
     assert counts == sorted(counts), "a reader saw rows disappear"
     assert all(c % 20 == 0 for c in counts), "a reader saw half a partition of a batch"
     assert read_all(tmp_path, 1).num_rows == 2 * 25 * 40
+
+
+def test_io_error_after_the_commit_point_is_finished_by_the_next_store(tmp_path, monkeypatch):
+    rows = validate_hits([full_hit("u", v) for v in range(1, 4)]).rows
+
+    def disk_trouble(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    with PageviewStore(tmp_path) as store:
+        monkeypatch.setattr(PageviewStore, "_move_into_place", disk_trouble)
+        with pytest.raises(OSError):
+            store.append(1, rows)
+        monkeypatch.undo()
+    assert visible_files(tmp_path) == []  # not acknowledged, not visible yet, but committed
+    with PageviewStore(tmp_path) as store:
+        assert read_all(tmp_path, 1).num_rows == 3
+        assert store.append(1, rows).duplicate

@@ -1,7 +1,9 @@
-"""The columnar fast path agrees with the per-hit validator: it accepts nothing that one rejects, and
+"""The fast paths (columnar, msgspec) agree with the per-hit validator: it accepts nothing that one rejects, and
 builds exactly the same rows; when in doubt it steps aside."""
 
 from __future__ import annotations
+
+import json
 
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from dataexport.warehouse.hits import validate_hits
 from dataexport.warehouse.hits_columnar import validate_batch, validate_to_table
+from dataexport.warehouse.hits_msgspec import decode_batch
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 
@@ -106,6 +109,13 @@ def test_fast_path_accepts_only_what_the_per_hit_validator_accepts_and_builds_th
         assert fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
     table, errors = validate_to_table(batch)
     assert table.equals(slow) and errors.rejected == rejected
+    # The msgspec path, from the JSON bytes, holds to the same promise.
+    body = json.dumps(batch).encode()
+    decoded = decode_batch(body)
+    if decoded is not None:
+        slow_from_json, rejected_from_json = slow_table(json.loads(body))
+        assert rejected_from_json == 0
+        assert decoded.equals(slow_from_json), (decoded.to_pylist(), slow_from_json.to_pylist())
 
 
 def typical(i: int) -> dict:
@@ -120,17 +130,21 @@ def typical(i: int) -> dict:
     }
 
 
-def test_typical_batches_take_the_fast_path_and_match():
+def test_typical_batches_take_the_fast_paths_and_match():
     batch = [typical(i) for i in range(50)]
     fast = validate_batch(batch)
     assert fast is not None
     assert fast.equals(slow_table(batch)[0])
+    decoded = decode_batch(json.dumps(batch).encode())
+    assert decoded is not None and decoded.equals(fast)
+    assert decode_batch(json.dumps({"hits": batch}).encode()).equals(fast)
 
 
 def test_doubtful_batches_fall_back_with_errors_reported():
     batch = [typical(i) for i in range(5)]
     batch[3]["device_id"] = 9
     assert validate_batch(batch) is None
+    assert decode_batch(json.dumps(batch).encode()) is None
     table, errors = validate_to_table(batch)
     assert table.num_rows == 4 and errors.rejected == 1
     assert [(e.index, e.field) for e in errors.errors] == [(3, "device_id")]

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from dataexport.errors import FieldError, ValidationFailed
 from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitError, validate_hit
 from dataexport.warehouse.hits_columnar import validate_batch
+from dataexport.warehouse.hits_msgspec import decode_batch
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.store import PageviewStore
 
@@ -139,7 +140,18 @@ class _Pipeline:
 def process_chunk(chunk: tuple) -> tuple[pa.Table, list[HitError], int]:
     """Decode one raw chunk of a file and validate it (runs in a worker process)."""
     kind, payload = chunk
-    return _validate(_DECODERS[kind](payload))
+    if kind != "jsonl":
+        return _validate(_DECODERS[kind](payload))
+    tables, errors, rejected = [], [], 0
+    for start in range(0, len(payload), FAST_SLICE):
+        lines = payload[start : start + FAST_SLICE]
+        table = decode_batch(b"[" + b",".join(line for _, line in lines) + b"]")
+        if table is None:  # a bad line, or the file carries derived columns: the general path
+            table, errs, rej = _validate(_decode_jsonl(lines))
+            errors.extend(errs)
+            rejected += rej
+        tables.append(table)
+    return pa.concat_tables(tables), errors, rejected
 
 
 def _validate(records: list[tuple[int, object]]) -> tuple[pa.Table, list[HitError], int]:

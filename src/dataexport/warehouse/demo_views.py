@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PAGE_NAMES = [p[0] for p in D.PAGE_TYPES] + ["checkout", "confirmation"]
 DATA_TYPES = [p[1] for p in D.PAGE_TYPES] + ["checkout", "checkout"]
 PT = {name: i for i, name in enumerate(PAGE_NAMES)}
+SCREEN_NAMES = np.array([name.title() + "Screen" for name in PAGE_NAMES], dtype=object)
 TITLES = {
     "home": "Shop Example | Fashion online", "category": "{cat} | Shop Example",
     "product": "Product {pid} | Shop Example",
@@ -76,8 +77,7 @@ def build_views(rng: np.random.Generator, s: Sessions, chosen: np.ndarray, now_m
         "session_number": s.session_number[sess], "session_id": s.session_id[sess],
         "session_time": _ts(s.start_ms[sess]), "view_number": view_number.astype(np.uint16),
         "view_time": _ts(view_time), "url": url, "title": title, "referer_url": referer,
-        "screen_name": np.where(is_app, np.array([PAGE_NAMES[p].title() + "Screen" for p in page], dtype=object),
-                                None),
+        "screen_name": np.where(is_app, SCREEN_NAMES[page], None),
         "window_height": _web(web, (cols["screen_height"] * 0.88).astype(np.int64)),
         "window_width": _web(web, cols["screen_width"]),
         "document_height": _web(web, rng.integers(1_200, 9_000, size=n)),
@@ -144,33 +144,37 @@ def _page_types(rng, s, sess, view_number, n_in_session, first) -> np.ndarray:
 
 
 def _urls(rng, s, sess, page, pid, cat, first) -> tuple[np.ndarray, np.ndarray]:
-    term = rng.integers(0, len(D.SEARCH_TERMS), size=len(sess))
-    post = rng.integers(0, len(D.BLOG_POSTS), size=len(sess))
-    color = rng.integers(0, 4, size=len(sess))
-    utm = [src[3] for src in D.TRAFFIC_SOURCES]
-    source = s.source[sess]
-    urls = np.empty(len(sess), dtype=object)
-    titles = np.empty(len(sess), dtype=object)
-    colors = ("black", "white", "navy", "red")
-    for i in range(len(sess)):
-        name = PAGE_NAMES[page[i]]
-        if name == "product":
-            path = f"/p/{pid[i]}?color={colors[color[i]]}"
-        elif name == "category":
-            path = f"/c/{D.CATEGORIES[cat[i]]}?page=1"
-        elif name == "search":
-            path = f"/search?q={D.SEARCH_TERMS[term[i]]}"
-        elif name == "blog":
-            path = f"/journal/{D.BLOG_POSTS[post[i]]}"
+    """URLs with query strings (and utm parameters on campaign landings) and titles, page type by type."""
+    n = len(sess)
+    choice = {
+        "product": [f"/p/{p}?color={c}" for p, c in zip(pid, np.array(["black", "white", "navy", "red"])[
+            rng.integers(0, 4, size=n)], strict=True)],
+        "category": [f"/c/{c}?page=1" for c in np.array(D.CATEGORIES)[cat]],
+        "search": [f"/search?q={t}" for t in np.array(D.SEARCH_TERMS)[rng.integers(0, len(D.SEARCH_TERMS), size=n)]],
+        "blog": [f"/journal/{b}" for b in np.array(D.BLOG_POSTS)[rng.integers(0, len(D.BLOG_POSTS), size=n)]],
+    }
+    urls = np.empty(n, dtype=object)
+    titles = np.empty(n, dtype=object)
+    for t, name in enumerate(PAGE_NAMES):
+        idx = np.nonzero(page == t)[0]
+        if name in choice:
+            paths = choice[name]
+            urls[idx] = [D.SITE + paths[i] for i in idx]
         elif name == "confirmation":
-            path = f"/checkout/confirmation?order=O{s.session_id[sess[i]] % 10**8}"
+            urls[idx] = [f"{D.SITE}/checkout/confirmation?order=O{s.session_id[sess[i]] % 10**8}" for i in idx]
         else:
-            path = "/" if name == "home" else f"/{name}"
-        campaign = utm[source[i]]
-        if first[i] and campaign is not None:
-            path += ("&" if "?" in path else "?") + "utm_source={}&utm_medium={}&utm_campaign={}".format(*campaign)
-        urls[i] = D.SITE + path
-        titles[i] = TITLES[name].format(cat=D.CATEGORIES[cat[i]].title(), pid=pid[i])
+            urls[idx] = D.SITE + ("/" if name == "home" else f"/{name}")
+        if name == "product":
+            titles[idx] = [TITLES[name].format(pid=pid[i]) for i in idx]
+        elif name == "category":
+            titles[idx] = [TITLES[name].format(cat=D.CATEGORIES[cat[i]].title()) for i in idx]
+        else:
+            titles[idx] = TITLES[name]
+    campaigns = [src[3] for src in D.TRAFFIC_SOURCES]
+    utm = np.array([None if c is None else "utm_source={}&utm_medium={}&utm_campaign={}".format(*c)
+                    for c in campaigns], dtype=object)[s.source[sess]]
+    landing = np.nonzero(first & (utm != None))[0]  # noqa: E711 - elementwise on an object array
+    urls[landing] = [urls[i] + ("&" if "?" in urls[i] else "?") + utm[i] for i in landing]
     return urls, titles
 
 

@@ -37,17 +37,6 @@ def makedirs_durable(path: Path) -> None:
         fsync_dir(d.parent)
 
 
-def write_durable(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp name: after return it is there whole, or it is not there."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on `path` (created if missing) for the block; blocks until free."""

@@ -11,8 +11,9 @@ from datetime import datetime
 import orjson
 
 from dataexport.errors import FieldError, ValidationFailed
-from dataexport.warehouse.hits import HitError
+from dataexport.warehouse.hits import HitBatch, HitError
 from dataexport.warehouse.hits_columnar import validate_to_table
+from dataexport.warehouse.hits_msgspec import decode_batch
 from dataexport.warehouse.store import PageviewStore
 
 MAX_HITS_PER_REQUEST = 10_000
@@ -56,7 +57,13 @@ def ingest(
     now: datetime | None = None,
 ) -> IngestResult:
     """Validate and store one request's hits. A retried request (same hits or same key) is stored once."""
-    table, rejections = validate_to_table(parse_hits(body))
+    table = decode_batch(body)  # the fast path proves a batch valid, or steps aside
+    if table is None:
+        table, rejections = validate_to_table(parse_hits(body))
+    elif table.num_rows > MAX_HITS_PER_REQUEST:
+        parse_hits(body)  # raises the same error as the slow path
+    else:
+        rejections = HitBatch()
     stored = store.append(project_id, table, batch_key=idempotency_key, now=now)
     return IngestResult(
         batch_id=stored.batch_id,

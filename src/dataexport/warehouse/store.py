@@ -3,11 +3,12 @@
 Guarantees (local filesystem):
 - Durable: when `append` returns, every file of the batch and its directory entry are fsync'd.
 - Atomic under crashes: a batch is stored whole or not at all, across partitions too. Files are
-  first written to this writer's staging directory; the commit point is the atomic creation of a redo
-  journal listing the renames; a batch whose journal exists is finished (rolled forward) by the next
-  store opened on the root, a batch without one is thrown away with its dead writer's staging directory.
-- Idempotent: a batch id (the caller's idempotency key, else a hash of the batch's natural keys) is
-  recorded durably with the commit; a batch whose id was committed is acknowledged without writing.
+  first written (and fsync'd) in this writer's staging directory; the commit point is one fsync'd line
+  in the project's batch log naming the batch id and its renames. A committed batch whose renames did
+  not all happen is finished (rolled forward) by the next store opened on the root; a batch that never
+  reached the log is thrown away with its dead writer's staging directory.
+- Idempotent: the batch id (the caller's idempotency key, else a hash of the batch's natural keys) is
+  in that log line; a batch whose id was committed is acknowledged without writing.
   A different batch that repeats some pageviews is stored; compaction then keeps one copy per natural
   key (the latest ingested_at).
 - Readers never block writers: files appear by atomic rename into the partition directories that
@@ -17,9 +18,11 @@ Guarantees (local filesystem):
 
 Layout under the root, besides the partitions (see layout.py):
     _store/lock                      the commit lock
-    _store/batches/project_id=P.log  committed batch ids of a project, one per line
-    _store/txn/{id}.json             redo journal of a batch being committed
+    _store/batches/project_id=P.log  committed batches of a project, one per line: "{id}\t{renames as JSON}"
     _store/staging/{writer}/         files being written by one live writer (its .lock held while alive)
+
+Per batch: one fsync per staged file, one for the log line (under the lock: the only I/O wait there),
+one per touched partition directory (after the lock).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataexport.warehouse.durable import fsync_dir, locked, makedirs_durable, try_lock, write_durable
+from dataexport.warehouse.durable import fsync_dir, locked, makedirs_durable, try_lock
 from dataexport.warehouse.layout import partition_dir
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
@@ -63,7 +66,7 @@ class PageviewStore:
         self.root = Path(root)
         self.meta = self.root / "_store"
         self._lock_path = self.meta / "lock"
-        for d in (self.meta / "batches", self.meta / "txn", self.meta / "staging"):
+        for d in (self.meta / "batches", self.meta / "staging"):
             makedirs_durable(d)
         self._seen: dict[int, set[str]] = {}
         self._log_offset: dict[int, int] = {}
@@ -80,7 +83,10 @@ class PageviewStore:
 
     def close(self) -> None:
         if self._writer_fd is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            # Files left here belong to a batch that committed but could not be moved (an I/O error):
+            # they stay for the recovery of the next store opened on this root, which finishes the batch.
+            if not any(self.staging.glob("*.parquet")):
+                shutil.rmtree(self.staging, ignore_errors=True)
             os.close(self._writer_fd)
             self._writer_fd = None
 
@@ -95,16 +101,21 @@ class PageviewStore:
 
     def recover(self) -> None:
         """Finish committed batches and drop the leftovers of dead writers. Call under the commit lock."""
-        for journal in sorted((self.meta / "txn").glob("*.json")):
-            self._apply(json.loads(journal.read_bytes()))
-            journal.unlink()
-        for leftover in (self.meta / "txn").glob("*.tmp"):
-            leftover.unlink()  # a journal never renamed into place: its batch never committed
+        dead = []
         for writer in (self.meta / "staging").iterdir():
             fd = try_lock(writer / ".lock")
             if fd is not None:  # nobody holds it: the writer is gone
-                shutil.rmtree(writer, ignore_errors=True)
-                os.close(fd)
+                dead.append((writer, fd))
+        if dead:  # a dead writer may have died between its commit line and its renames: redo them
+            prefixes = tuple(str(w.relative_to(self.root)) + os.sep for w, _ in dead)
+            for log in sorted((self.meta / "batches").glob("*.log")):
+                for line in _complete_lines(log.read_bytes()):
+                    _, _, moves = line.partition("\t")
+                    if any(p in moves for p in prefixes):
+                        self._move_into_place(json.loads(moves))
+        for writer, fd in dead:
+            shutil.rmtree(writer, ignore_errors=True)
+            os.close(fd)
 
     def new_staging_path(self, suffix: str = ".parquet") -> Path:
         return self.staging / f"{uuid.uuid4().hex}{suffix}"
@@ -130,6 +141,7 @@ class PageviewStore:
         if self._committed(project_id, batch_id):
             return StoredBatch(batch_id, table.num_rows, duplicate=True)
         moves = []
+        committed = False
         try:
             for day, part in split_by_session_day(table):
                 staged = self.new_staging_path()
@@ -137,44 +149,53 @@ class PageviewStore:
                 name = f"{int(time.time() * 1000)}-{batch_id[:12]}-{staged.stem[:8]}.parquet"
                 final = partition_dir(self.root, project_id, day) / name
                 moves.append((staged, final))
+            renames = [[str(s.relative_to(self.root)), str(d.relative_to(self.root))] for s, d in moves]
             with self.commit_lock():
                 if self._committed(project_id, batch_id):  # a concurrent retry got there first
                     return StoredBatch(batch_id, table.num_rows, duplicate=True)
-                txn = {
-                    "project_id": int(project_id),
-                    "batch_id": batch_id,
-                    "moves": [[str(s.relative_to(self.root)), str(d.relative_to(self.root))] for s, d in moves],
-                }
-                journal = self.meta / "txn" / f"{batch_id}.json"
-                write_durable(journal, json.dumps(txn).encode())  # the commit point
-                self._apply(txn)
-                journal.unlink()
+                self._log_commit(project_id, batch_id, renames)  # the commit point
+                committed = True
+                touched = self._move_into_place(renames, sync=False)
+            for d in touched:  # before acknowledging; outside the lock so other writers need not wait
+                fsync_dir(d)
         finally:
-            for staged, _ in moves:
-                with contextlib.suppress(FileNotFoundError):
-                    staged.unlink()
+            if not committed:  # a failure before the commit point leaves nothing behind
+                for staged, _ in moves:
+                    with contextlib.suppress(FileNotFoundError):
+                        staged.unlink()
         return StoredBatch(batch_id, table.num_rows, [str(d) for _, d in moves])
 
-    def _apply(self, txn: dict) -> None:
-        """Roll a committed batch forward; safe to repeat (renames already done are skipped)."""
-        project_id, batch_id = txn["project_id"], txn["batch_id"]
-        if not self._committed(project_id, batch_id):
-            log = self._log_path(project_id)
-            with open(log, "ab") as f:
-                f.write(f"{batch_id}\n".encode())
-                f.flush()
-                os.fsync(f.fileno())
-            with self._mutex:
-                self._seen.setdefault(project_id, set()).add(batch_id)
+    def _log_commit(self, project_id: int, batch_id: str, renames: list) -> None:
+        """Append the batch's commit line, fsync'd. Under the commit lock."""
+        log = self._log_path(project_id)
+        with open(log, "a+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # a writer died mid-line (it held the lock): drop its torn line
+                    f.seek(0)
+                    f.truncate(f.read().rfind(b"\n") + 1)
+            f.write(f"{batch_id}\t{json.dumps(renames)}\n".encode())
+            f.flush()
+            os.fsync(f.fileno())
+        if size == 0:
+            fsync_dir(log.parent)
+        with self._mutex:
+            self._seen.setdefault(project_id, set()).add(batch_id)
+
+    def _move_into_place(self, renames: list, sync: bool = True) -> set[Path]:
+        """Rename staged files into their partitions; renames already done are skipped (safe to repeat)."""
         touched = set()
-        for src, dst in txn["moves"]:
+        for src, dst in renames:
             source, target = self.root / src, self.root / dst
             if source.exists():
                 makedirs_durable(target.parent)
                 os.replace(source, target)
                 touched.add(target.parent)
-        for d in touched:
-            fsync_dir(d)
+        if sync:
+            for d in touched:
+                fsync_dir(d)
+        return touched
 
     # -- idempotency log ---------------------------------------------------------------------------
 
@@ -194,7 +215,7 @@ class PageviewStore:
                 chunk = b""
             end = chunk.rfind(b"\n") + 1  # a line being appended right now is read next time
             if end:
-                seen.update(chunk[:end].decode().split())
+                seen.update(line.partition("\t")[0] for line in _complete_lines(chunk[:end]))
                 self._log_offset[project_id] = offset + end
             return batch_id in seen
 
@@ -209,6 +230,10 @@ class PageviewStore:
         table = table.set_column(_PROJECT, PAGEVIEW_SCHEMA.field(_PROJECT), pa.array(np.full(n, project_id, np.int32)))
         ingested = pa.array(np.full(n, ingested_ms, np.int64)).cast(PAGEVIEW_SCHEMA.field(_INGESTED).type)
         return table.set_column(_INGESTED, PAGEVIEW_SCHEMA.field(_INGESTED), ingested)
+
+
+def _complete_lines(data: bytes) -> list[str]:
+    return data[: data.rfind(b"\n") + 1].decode().splitlines()
 
 
 def batch_id_of(project_id: int, table: pa.Table, batch_key: str | None) -> str:

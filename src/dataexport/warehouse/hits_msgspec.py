@@ -1,0 +1,245 @@
+"""The fastest path for JSON hits: msgspec decodes and checks types, ranges and lengths in C, in one pass
+over the bytes; the decoded objects are then turned into Arrow columns. Pure: no I/O.
+
+Like `hits_columnar`, this path only ever proves a batch valid: on any doubt (a decoding or validation
+error, a repeated custom-var position, more than 40 dynamic keys, a view before its session...) it
+answers None and the caller takes the per-hit path, which decides and words the errors. The msgspec
+types are generated from the `hits_rules` tables. Timestamps are decoded as int | str and the strings
+parsed with `datetime.fromisoformat`, exactly as `hits` does, because msgspec's RFC 3339 parser
+accepts a few forms Python's does not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from operator import attrgetter
+from typing import Annotated, Literal, Union
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from msgspec import Meta
+
+from dataexport.warehouse.hits import _ID_CACHE, _cached_ids
+from dataexport.warehouse.hits_rules import (
+    _FLOAT,
+    _INT,
+    _STR,
+    MAX_CUSTOM_VAR_KEY,
+    MAX_DYNAMIC_KEY,
+    MAX_DYNAMIC_KEYS,
+    MAX_DYNAMIC_NUMBER,
+    MAX_EPOCH_MS,
+    MAX_LIST,
+    MAX_VAR_VALUE,
+    NESTED,
+    NESTED_REQUIRED,
+    REQUIRED,
+    SCALARS,
+)
+from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+
+_TS_MS = pa.timestamp("ms", tz="UTC")
+_TS_US = pa.timestamp("us", tz="UTC")
+_fromiso = datetime.fromisoformat
+
+
+def _type(check: tuple[int, float, float]) -> object:
+    kind, lo, hi = check
+    if kind == _STR:
+        return Annotated[str, Meta(min_length=int(lo), max_length=int(hi))]
+    if kind == _INT:  # msgspec bounds must fit int64; uint64 overflow is caught when building the array
+        return Annotated[int, Meta(ge=int(lo), le=int(hi))] if hi < 2**63 else Annotated[int, Meta(ge=int(lo))]
+    if kind == _FLOAT:
+        return Annotated[float, Meta(ge=lo, le=hi)]
+    return Union[Annotated[int, Meta(ge=0, le=MAX_EPOCH_MS)], str]  # noqa: UP007 - msgspec needs a Union
+
+
+def _struct(name: str, checks: dict, required: tuple = ()) -> type:
+    fields: list = [(k, _type(c)) for k, c in checks.items() if k in required]
+    fields += [(k, _type(c) | None, None) for k, c in checks.items() if k not in required]
+    return msgspec.defstruct(name, fields, forbid_unknown_fields=True, gc=False)
+
+
+_DynValue = Union[  # noqa: UP007 - msgspec needs a Union
+    Annotated[str, Meta(max_length=MAX_VAR_VALUE)], Annotated[int, Meta(ge=0, le=MAX_DYNAMIC_NUMBER)]
+]
+_DynKey = Annotated[str, Meta(min_length=1, max_length=MAX_DYNAMIC_KEY)]
+CustomVar = msgspec.defstruct("CustomVar", [
+    ("position", Annotated[int, Meta(ge=1, le=20)]),
+    ("key", Annotated[str, Meta(min_length=1, max_length=MAX_CUSTOM_VAR_KEY)]),
+    ("value", Annotated[str, Meta(max_length=MAX_VAR_VALUE)]),
+    ("scope", Literal["page", "session"], "page"),
+], forbid_unknown_fields=True, gc=False)
+DynamicVar = msgspec.defstruct(
+    "DynamicVar", [("key", _DynKey), ("value", _DynValue)], forbid_unknown_fields=True, gc=False
+)
+
+
+def _list_of(item: object) -> object:
+    return Annotated[list[item], Meta(max_length=MAX_LIST)] | None  # type: ignore[valid-type]
+
+
+_NESTED_STRUCTS = {name: _struct(name, checks, NESTED_REQUIRED.get(name, ())) for name, checks in NESTED.items()}
+_HIT_FIELDS: list = [(k, _type(c)) for k, c in SCALARS.items() if k in REQUIRED]
+_HIT_FIELDS += [(k, _type(c) | None, None) for k, c in SCALARS.items() if k not in REQUIRED]
+_HIT_FIELDS += [(name, _list_of(s), None) for name, s in _NESTED_STRUCTS.items()]
+_HIT_FIELDS += [
+    ("custom_vars", _list_of(CustomVar), None),
+    ("dynamic_vars", Union[dict[_DynKey, _DynValue], Annotated[list[DynamicVar], Meta(max_length=MAX_LIST)], None],  # noqa: UP007
+     None),
+]
+Hit = msgspec.defstruct("Hit", _HIT_FIELDS, forbid_unknown_fields=True, gc=False)
+Envelope = msgspec.defstruct("Envelope", [("hits", list[Hit])], forbid_unknown_fields=True, gc=False)
+_DECODER = msgspec.json.Decoder(Union[list[Hit], Envelope])  # noqa: UP007
+_HIT_NAMES = [f[0] for f in _HIT_FIELDS]
+
+
+class _Doubt(Exception):
+    pass
+
+
+def decode_batch(body: bytes) -> pa.Table | None:
+    """A JSON array of hits (or {"hits": [...]}) as a table of PAGEVIEW_SCHEMA, or None when in doubt.
+
+    project_id and ingested_at are left null for the store to set.
+    """
+    try:
+        decoded = _DECODER.decode(body)
+        hits = decoded.hits if isinstance(decoded, Envelope) else decoded
+        return _table(hits)
+    except (msgspec.DecodeError, _Doubt, pa.ArrowException, OverflowError, ValueError, TypeError):
+        return None
+
+
+def _transpose(objs: list, names: list[str]) -> dict[str, list]:
+    if not objs:
+        return {name: [] for name in names}
+    if len(names) == 1:
+        return {names[0]: [getattr(o, names[0]) for o in objs]}
+    return dict(zip(names, map(list, zip(*map(attrgetter(*names), objs), strict=True)), strict=True))
+
+
+def _table(hits: list) -> pa.Table:
+    n = len(hits)
+    if n == 0:
+        return PAGEVIEW_SCHEMA.empty_table()
+    raw = _transpose(hits, _HIT_NAMES)
+    columns: dict[str, pa.Array] = {}
+    for name, check in SCALARS.items():
+        columns[name] = _scalar(raw[name], check, PAGEVIEW_SCHEMA.field(name).type)
+    if pc.any(pc.less(columns["view_time"], columns["session_time"])).as_py():
+        raise _Doubt
+    for name, struct in _NESTED_STRUCTS.items():
+        columns[name] = _nested(raw[name], name, list(struct.__struct_fields__), n)
+    columns["custom_vars"] = _custom_vars(raw["custom_vars"], n)
+    columns["dynamic_vars"] = _dynamic_vars(raw["dynamic_vars"], n)
+    columns["user_id"], computed = _ids(raw["user_id_unhashed"], raw["session_number"])
+    given = columns["session_id"]
+    columns["session_id"] = computed if given.null_count == n else pc.coalesce(given, computed)
+    arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in PAGEVIEW_SCHEMA]
+    return pa.Table.from_arrays([a.cast(f.type) for a, f in zip(arrays, PAGEVIEW_SCHEMA, strict=True)],
+                                schema=PAGEVIEW_SCHEMA)
+
+
+def _scalar(values: list, check: tuple, arrow_type: pa.DataType) -> pa.Array:
+    kind = check[0]
+    if kind in (_STR, _INT):  # msgspec checked type and range already
+        return pa.array(values, arrow_type)
+    if kind == _FLOAT:
+        return pa.array(values, pa.float64())  # then cast, as `hits` rows are
+    return _times(values)
+
+
+def _times(values: list) -> pa.Array:
+    types = set(map(type, values))
+    types.discard(type(None))
+    if types <= {int}:
+        return pa.array(values, pa.int64()).cast(_TS_MS)
+    if types != {str}:
+        raise _Doubt  # epoch ms and strings mixed in one column: rare, left to the per-hit path
+    parsed = [None if v is None else _fromiso(v) for v in values]  # ValueError -> doubt
+    if any(d is not None and d.tzinfo is None for d in parsed):
+        raise _Doubt
+    arr = pa.array(parsed, _TS_US).cast(_TS_MS, safe=False)  # floor to the millisecond, as `hits` does
+    bounds = pc.min_max(arr.cast(pa.int64())).as_py()
+    if bounds["min"] is not None and (bounds["min"] < 0 or bounds["max"] > MAX_EPOCH_MS):
+        raise _Doubt
+    return arr
+
+
+def _ids(users: list, sessions: list) -> tuple[pa.Array, pa.Array]:
+    cache = _ID_CACHE
+    pairs = list(zip(users, sessions, strict=True))
+    user_ids = [cache.get(u) for u in users]
+    session_ids = [cache.get(p) for p in pairs]
+    if None in user_ids or None in session_ids:
+        for i, (u, s) in enumerate(pairs):
+            if user_ids[i] is None or session_ids[i] is None:
+                user_ids[i], session_ids[i] = _cached_ids(u, s)
+    return pa.array(user_ids, pa.uint64()), pa.array(session_ids, pa.uint64())
+
+
+def _offsets(values: list, n: int) -> np.ndarray:
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.fromiter((len(v) if v else 0 for v in values), dtype=np.int32, count=n), out=offsets[1:])
+    return offsets
+
+
+def _struct_list(offsets: np.ndarray, column: str, children: dict[str, pa.Array], total: int) -> pa.Array:
+    struct = PAGEVIEW_SCHEMA.field(column).type.value_type
+    arrays = [children[f.name].cast(f.type) if f.name in children else pa.nulls(total, f.type) for f in struct]
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(arrays, fields=list(struct)))
+
+
+def _nested(values: list, column: str, names: list[str], n: int) -> pa.Array:
+    offsets = _offsets(values, n)
+    entries = [e for v in values if v for e in v]
+    raw = _transpose(entries, names)
+    struct = PAGEVIEW_SCHEMA.field(column).type.value_type
+    checks = NESTED[column]
+    children = {name: _scalar(raw[name], checks[name], struct.field(name).type) for name in names}
+    return _struct_list(offsets, column, children, len(entries))
+
+
+def _custom_vars(values: list, n: int) -> pa.Array:
+    offsets = _offsets(values, n)
+    entries = [e for v in values if v for e in v]
+    raw = _transpose(entries, ["position", "key", "value", "scope"])
+    position = np.array(raw["position"], dtype=np.int64)
+    # A position set twice in one hit keeps the last value in `hits`: leave that case to it.
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    if len(np.unique(owner * 32 + position)) != len(position):
+        raise _Doubt
+    children = {name: pa.array(vals) for name, vals in raw.items()} if entries else {}
+    return _struct_list(offsets, "custom_vars", children, len(entries))
+
+
+def _dynamic_vars(values: list, n: int) -> pa.Array:
+    keys: list = []
+    vals: list = []
+    lengths = np.zeros(n, dtype=np.int32)
+    for i, v in enumerate(values):
+        if not v:
+            continue
+        if type(v) is dict:
+            keys.extend(v)
+            vals.extend(v.values())
+        else:
+            keys.extend(e.key for e in v)
+            vals.extend(e.value for e in v)
+        lengths[i] = len(v)
+    # Up to 40 entries there can be no 41st distinct key: the cap (first 40 kept) is left to `hits`.
+    if n and lengths.max() > MAX_DYNAMIC_KEYS:
+        raise _Doubt
+    offsets = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    if not keys:
+        return _struct_list(offsets, "dynamic_vars", {}, 0)
+    children = {
+        "key": pa.array(keys, pa.string()),
+        "string_value": pa.array([v if type(v) is str else None for v in vals], pa.string()),
+        "number_value": pa.array([v if type(v) is int else None for v in vals], pa.int64()),
+    }
+    return _struct_list(offsets, "dynamic_vars", children, len(keys))
