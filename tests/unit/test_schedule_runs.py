@@ -86,8 +86,14 @@ def test_first_window_is_not_due_one_ms_early_and_is_due_on_time(
 
 def test_catch_up_after_three_days_of_downtime_gives_each_missed_hour_once_oldest_first() -> None:
     # The scheduler last created the run of 10:00-11:00 on June 1st, then was down until June 4th 10:50.
-    due = due_windows(HOURLY, created_at=utc(2025, 5, 20), last_window_start=utc(2025, 6, 1, 10),
-                      now=utc(2025, 6, 4, 10, 50), tz="UTC", **LAGS)
+    due = due_windows(
+        HOURLY,
+        created_at=utc(2025, 5, 20),
+        last_window_start=utc(2025, 6, 1, 10),
+        now=utc(2025, 6, 4, 10, 50),
+        tz="UTC",
+        **LAGS,
+    )
     # Due: every hour ending by 10:05 on June 4th, i.e. 11:00 June 1st .. 09:00-10:00 June 4th.
     assert due == [hour(utc(2025, 6, 1, 11) + k * H) for k in range(71)]
 
@@ -117,13 +123,26 @@ def test_limit_takes_the_oldest_and_the_rest_follows_from_the_cursor() -> None:
 
 
 def test_limit_zero_returns_nothing() -> None:
-    assert due_windows(HOURLY, created_at=utc(2025, 6, 1), last_window_start=None, now=utc(2025, 7, 1),
-                       tz="UTC", limit=0, **LAGS) == []
+    assert (
+        due_windows(
+            HOURLY, created_at=utc(2025, 6, 1), last_window_start=None, now=utc(2025, 7, 1), tz="UTC", limit=0, **LAGS
+        )
+        == []
+    )
 
 
 def test_nothing_is_due_before_the_first_window_closes() -> None:
-    assert due_windows(DAILY, created_at=utc(2025, 6, 1, 23, 59), last_window_start=None,
-                       now=utc(2025, 6, 2, 1, 59), tz="UTC", **LAGS) == []
+    assert (
+        due_windows(
+            DAILY,
+            created_at=utc(2025, 6, 1, 23, 59),
+            last_window_start=None,
+            now=utc(2025, 6, 2, 1, 59),
+            tz="UTC",
+            **LAGS,
+        )
+        == []
+    )
 
 
 @settings(max_examples=12, deadline=None, database=None)
@@ -154,27 +173,38 @@ def test_a_ticking_scheduler_schedules_every_window_once_and_on_time(
     assert created in scheduled[0]
     assert all(a.end == b.start for a, b in zip(scheduled, scheduled[1:], strict=False))
     # Everything due by the last tick was scheduled.
-    assert runnable_at(freq, pending_window(freq, created_at=created, last_window_start=cursor, tz=tz),
-                       **LAGS) > previous_tick
+    assert (
+        runnable_at(freq, pending_window(freq, created_at=created, last_window_start=cursor, tz=tz), **LAGS)
+        > previous_tick
+    )
 
 
 # ---------------------------------------------------------------- pending window and job view
 
 
 def test_pending_window_before_any_run_is_the_creation_window() -> None:
-    assert pending_window(HOURLY, created_at=utc(2025, 6, 1, 10, 20), last_window_start=None,
-                          tz="UTC") == hour(utc(2025, 6, 1, 10))
+    assert pending_window(HOURLY, created_at=utc(2025, 6, 1, 10, 20), last_window_start=None, tz="UTC") == hour(
+        utc(2025, 6, 1, 10)
+    )
 
 
 def test_pending_window_follows_the_cursor() -> None:
-    assert pending_window(DAILY, created_at=utc(2025, 6, 1, 10), last_window_start=utc(2025, 6, 3, 22),
-                          tz="Europe/Paris") == Window(utc(2025, 6, 4, 22), utc(2025, 6, 5, 22))
+    assert pending_window(
+        DAILY, created_at=utc(2025, 6, 1, 10), last_window_start=utc(2025, 6, 3, 22), tz="Europe/Paris"
+    ) == Window(utc(2025, 6, 4, 22), utc(2025, 6, 5, 22))
 
 
-def view(freq: Frequency, state: JobState, *, last: datetime | None = None,
-         once_range: Window | None = None, created: datetime = utc(2025, 6, 1, 10, 20)) -> ScheduleView:
-    return schedule_view(freq, state=state, created_at=created, last_window_start=last,
-                         once_range=once_range, tz="Europe/Paris", **LAGS)
+def view(
+    freq: Frequency,
+    state: JobState,
+    *,
+    last: datetime | None = None,
+    once_range: Window | None = None,
+    created: datetime = utc(2025, 6, 1, 10, 20),
+) -> ScheduleView:
+    return schedule_view(
+        freq, state=state, created_at=created, last_window_start=last, once_range=once_range, tz="Europe/Paris", **LAGS
+    )
 
 
 def test_active_daily_job_shows_the_pending_day_inclusive_and_its_start_time() -> None:
@@ -259,14 +289,13 @@ def test_vendor_example_range_is_valid() -> None:
 
 def test_exactly_seven_days_is_valid_and_one_ms_more_is_not() -> None:
     assert check(utc(2026, 6, 1), utc(2026, 6, 8)) == []
-    assert check(utc(2026, 6, 1), utc(2026, 6, 8) + MS) == [
-        FieldError(TO, f"must be at most 7 days after {FROM}")
-    ]
+    assert check(utc(2026, 6, 1), utc(2026, 6, 8) + MS) == [FieldError(TO, f"must be at most 7 days after {FROM}")]
 
 
 def test_max_days_is_a_parameter() -> None:
-    assert validate_once_range(utc(2026, 6, 1), utc(2026, 6, 2) + MS, now=NOW, retention_days=30,
-                               max_days=1) == [FieldError(TO, f"must be at most 1 days after {FROM}")]
+    assert validate_once_range(utc(2026, 6, 1), utc(2026, 6, 2) + MS, now=NOW, retention_days=30, max_days=1) == [
+        FieldError(TO, f"must be at most 1 days after {FROM}")
+    ]
 
 
 @pytest.mark.parametrize("to", [utc(2026, 6, 1), utc(2026, 6, 1) - MS, utc(2026, 5, 20)])

@@ -1,6 +1,8 @@
 """Windows and schedule math of export jobs (contract.md section 4). Pure: `now` is always passed in.
 
-Every datetime in and out is tz-aware; results are UTC. Windows are half-open [start, end).
+Every datetime in and out is tz-aware; results are UTC. Windows are half-open [start, end). A zone is
+given by its IANA name (the project setting) or as a ZoneInfo.
+
 Recurring windows follow the project's time zone: a daily window is a calendar day there (23 or 25 hours
 on DST change days), an hourly window a clock hour there. A clock hour is a run of instants sharing the
 same wall-clock hour *and* UTC offset, so the repeated hour of a fall-back night gives two windows and a
@@ -127,30 +129,30 @@ def _hour_window(instant: datetime, zone: ZoneInfo) -> Window:
 
 
 def _day_start(day: date, zone: ZoneInfo) -> datetime:
+    """The first instant of the local calendar day `day`."""
     midnight = datetime.combine(day, time(), tzinfo=zone)  # fold=0: the first midnight if it repeats
     start = midnight.astimezone(UTC)
     if start.astimezone(zone).replace(tzinfo=None) == midnight.replace(tzinfo=None):
         return start
-    # Midnight falls in a DST gap (Cairo, Havana, Santiago...): the day begins when the clocks jump.
-    # fold=1 reads the wall time with the post-transition offset, which puts it before the jump.
+    # Midnight falls in a DST gap. fold=0 read it with the old offset, past the jump unless the gap starts
+    # exactly at midnight (Cairo, Santiago); fold=1 reads it with the new offset, before the jump. The day
+    # begins at the jump, between the two.
     return _offset_change(midnight.replace(fold=1).astimezone(UTC), start, zone)
 
 
 def _day_window(instant: datetime, zone: ZoneInfo) -> Window:
     day = instant.astimezone(zone).date()
-    # Days are bounded by successive local midnights; after a fall-back across midnight the wall date of
-    # an instant can lag its window by one, hence the adjustment loops.
-    while instant < _day_start(day, zone):
-        day -= timedelta(days=1)
+    # When clocks fall back across midnight (St. John's did so at 00:01 until 2011), the instants of the
+    # repeated hour show yesterday's date although the new day has begun: they belong to the next window.
     while instant >= _day_start(day + timedelta(days=1), zone):
         day += timedelta(days=1)
     return Window(_day_start(day, zone), _day_start(day + timedelta(days=1), zone))
 
 
-def window_containing(freq: Frequency, instant: datetime, tz: str) -> Window:
-    """The daily or hourly window of zone `tz` that contains `instant`."""
+def window_containing(freq: Frequency, instant: datetime, tz: str | ZoneInfo) -> Window:
+    """The daily or hourly window of zone `tz` (an IANA name) that contains `instant`."""
     freq = Frequency(freq)  # also accepts the plain value read back from the database
-    zone = ZoneInfo(tz)
+    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
     instant = _utc(instant)
     if freq is Frequency.HOURLY:
         return _hour_window(instant, zone)
@@ -159,11 +161,13 @@ def window_containing(freq: Frequency, instant: datetime, tz: str) -> Window:
     raise ValueError("a once job has a single window: use once_window")
 
 
-def next_window(freq: Frequency, window: Window, tz: str) -> Window:
+def next_window(freq: Frequency, window: Window, tz: str | ZoneInfo) -> Window:
     return window_containing(freq, window.end, tz)
 
 
-def windows_between(freq: Frequency, first: Window, until_start_before: datetime, tz: str) -> Iterator[Window]:
+def windows_between(
+    freq: Frequency, first: Window, until_start_before: datetime, tz: str | ZoneInfo
+) -> Iterator[Window]:
     """`first` and its successors, up to the last one starting before `until_start_before`."""
     window = first
     while window.start < until_start_before:
@@ -179,8 +183,9 @@ def once_window(from_: datetime, to: datetime) -> Window:
 # ---------------------------------------------------------------- when runs start
 
 
-def effective_lag(freq: Frequency, *, hourly_lag: timedelta, daily_lag: timedelta,
-                  session_timeout: timedelta) -> timedelta:
+def effective_lag(
+    freq: Frequency, *, hourly_lag: timedelta, daily_lag: timedelta, session_timeout: timedelta
+) -> timedelta:
     """Wait after a window closes before extracting it. Never below the session timeout, so that every
     session that began inside the window is closed. A once range only waits for that timeout."""
     if freq is Frequency.HOURLY:
@@ -190,8 +195,9 @@ def effective_lag(freq: Frequency, *, hourly_lag: timedelta, daily_lag: timedelt
     return session_timeout
 
 
-def runnable_at(freq: Frequency, window: Window, *, hourly_lag: timedelta, daily_lag: timedelta,
-                session_timeout: timedelta) -> datetime:
+def runnable_at(
+    freq: Frequency, window: Window, *, hourly_lag: timedelta, daily_lag: timedelta, session_timeout: timedelta
+) -> datetime:
     """When the run of `window` becomes RUNNABLE: window end + the effective lag."""
     lag = effective_lag(freq, hourly_lag=hourly_lag, daily_lag=daily_lag, session_timeout=session_timeout)
     return window.end + lag
@@ -212,8 +218,9 @@ def new_run_state(runnable_at_: datetime, now: datetime) -> RunState:
     return RunState.RUNNABLE if now >= runnable_at_ else RunState.CREATED
 
 
-def pending_window(freq: Frequency, *, created_at: datetime, last_window_start: datetime | None,
-                   tz: str) -> Window:
+def pending_window(
+    freq: Frequency, *, created_at: datetime, last_window_start: datetime | None, tz: str | ZoneInfo
+) -> Window:
     """The first window of a recurring job that has no run yet.
 
     The job's first window contains its creation time. `last_window_start` is the scheduler's cursor (the
@@ -225,9 +232,18 @@ def pending_window(freq: Frequency, *, created_at: datetime, last_window_start: 
     return next_window(freq, window_containing(freq, last_window_start, tz), tz)
 
 
-def due_windows(freq: Frequency, *, created_at: datetime, last_window_start: datetime | None,
-                now: datetime, tz: str, hourly_lag: timedelta, daily_lag: timedelta,
-                session_timeout: timedelta, limit: int | None = None) -> list[Window]:
+def due_windows(
+    freq: Frequency,
+    *,
+    created_at: datetime,
+    last_window_start: datetime | None,
+    now: datetime,
+    tz: str | ZoneInfo,
+    hourly_lag: timedelta,
+    daily_lag: timedelta,
+    session_timeout: timedelta,
+    limit: int | None = None,
+) -> list[Window]:
     """Every unscheduled window whose run is due by `now`, oldest first (at most `limit`).
 
     After downtime this is the catch-up: each missed window appears exactly once, in order; with the
@@ -242,9 +258,18 @@ def due_windows(freq: Frequency, *, created_at: datetime, last_window_start: dat
     return due
 
 
-def schedule_view(freq: Frequency, *, state: JobState, created_at: datetime,
-                  last_window_start: datetime | None, once_range: Window | None, tz: str,
-                  hourly_lag: timedelta, daily_lag: timedelta, session_timeout: timedelta) -> ScheduleView:
+def schedule_view(
+    freq: Frequency,
+    *,
+    state: JobState,
+    created_at: datetime,
+    last_window_start: datetime | None,
+    once_range: Window | None,
+    tz: str | ZoneInfo,
+    hourly_lag: timedelta,
+    daily_lag: timedelta,
+    session_timeout: timedelta,
+) -> ScheduleView:
     """nextFrom / nextTo / nextRunTime of a job.
 
     - COMPLETED or DELETED: nothing is left to extract, all None.
@@ -261,8 +286,9 @@ def schedule_view(freq: Frequency, *, state: JobState, created_at: datetime,
         start_time = once_runnable_at(window, created_at=created_at, session_timeout=session_timeout)
     else:
         window = pending_window(freq, created_at=created_at, last_window_start=last_window_start, tz=tz)
-        start_time = runnable_at(freq, window, hourly_lag=hourly_lag, daily_lag=daily_lag,
-                                 session_timeout=session_timeout)
+        start_time = runnable_at(
+            freq, window, hourly_lag=hourly_lag, daily_lag=daily_lag, session_timeout=session_timeout
+        )
     if state is not JobState.ACTIVE:
         start_time = None
     return ScheduleView(window.start, window.last_ms, start_time)
@@ -271,8 +297,9 @@ def schedule_view(freq: Frequency, *, state: JobState, created_at: datetime,
 # ---------------------------------------------------------------- once ranges
 
 
-def validate_once_range(from_: datetime, to: datetime, *, now: datetime, retention_days: int,
-                        max_days: int = 7) -> list[FieldError]:
+def validate_once_range(
+    from_: datetime, to: datetime, *, now: datetime, retention_days: int, max_days: int = 7
+) -> list[FieldError]:
     """Problems of a once job's `[from, to]` (both already parsed); empty when it is acceptable.
 
     `to` after `from`; `to - from` at most `max_days` (exactly 7 days passes, 7 days + 1 ms does not);
