@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     )
     part_max_bytes: int = Field(256 * 1024 * 1024, description="Upper bound of one uncompressed part, in bytes")
     gzip_level: int = Field(1, description="ISA-L gzip level (0-3); 1 is fast with a good ratio")
+    sort_exports: bool = Field(
+        False, description="Sort export rows by session and view (costs memory and time); default storage order"
+    )
+    duckdb_memory_limit: str = Field(
+        "256MB", description="DuckDB memory limit of one extraction; beyond it DuckDB spills to the work dir"
+    )
     file_ttl_days: int = Field(7, description="Days a run's files can be downloaded (expirationDate), then deleted")
 
     # Storage

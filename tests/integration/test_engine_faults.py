@@ -215,6 +215,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_succeeds_once(engine_en
     assert run.state == "SUCCESS" and run.attempts == 2 and run.error is None and run.completion_rate == 100
     assert run.lease_owner is None and run.ended_at is not None
     assert files and all("/a1/" not in f.key for f in files)  # nothing of the killed attempt is listed
+    assert not first_attempt_dir.exists() or not any(first_attempt_dir.iterdir())  # and its orphans are gone
     assert len({f.key for f in files}) == len(files)
     keys = check_listed_files(storage, run, files)
     expected = direct_keys(settings.resolved_warehouse_dir, project_id, window)

@@ -217,3 +217,14 @@ def test_any_split_keeps_every_row_in_order_and_parts_within_limit(sizes, limit,
         assert ids == list(range(len(sizes)))
     finally:
         shutil.rmtree(work)
+
+
+def test_a_full_disk_raises_storage_error_and_leaves_nothing(con, tmp_path):
+    """The part's temporary file is /dev/full (a real device that answers ENOSPC to every write)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".part-00000.csv.gz.tmp").symlink_to("/dev/full")
+    with pytest.raises(StorageError):
+        write_parts(batches(con, SOURCE_SQL.format(rows=50_000)), fmt=Format.CSV, columns=COLUMNS,
+                    work_dir=work, part_max_bytes=1 << 20)
+    assert list(work.iterdir()) == []

@@ -40,14 +40,15 @@ def estimate_rows(files: list[str]) -> int:
 
 def extract(
     spec: ExtractionSpec, *, warehouse_root: Path, work_dir: Path, part_max_bytes: int, gzip_level: int,
-    threads: int, on_progress: Callable[[float], None] | None = None,
+    threads: int, memory_limit: str = "256MB", ordered: bool = False,
+    on_progress: Callable[[float], None] | None = None,
 ) -> list[PartInfo]:
     files = partition_files(warehouse_root, spec.project_id, spec.window_start, spec.window_end)
     query = build_export_query(
         files=files, project_id=spec.project_id, scope=spec.scope, fields=spec.fields,
         window_start=spec.window_start, window_end=spec.window_end, timezone=spec.timezone,
         device_ids=DEVICE_IDS_BY_LABEL[spec.device_label], segment_filter=spec.segment_filter,
-        output="csv" if spec.format is Format.CSV else "jsonl",
+        output="csv" if spec.format is Format.CSV else "jsonl", ordered=ordered,
     )
     estimate = estimate_rows(files) if files else 1
 
@@ -56,7 +57,9 @@ def extract(
             on_progress(min(99.0, 100.0 * rows / estimate))
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    conn = duckdb.connect(config={"threads": threads})
+    # A bounded memory limit with a spill directory keeps a worker's memory flat whatever the window's size.
+    conn = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
+                                  "temp_directory": str(work_dir / "duckdb-spill")})
     try:
         # A relation streams its result as Arrow batches; execute() would materialise a copy first.
         reader = conn.sql(query.sql, params=query.params).to_arrow_reader(BATCH_ROWS)

@@ -89,7 +89,8 @@ class Worker:
                     job.last_run_time = now
                     work.set_job_state_for_once(session, job.id, JobState.COMPUTING)
                     self._give_up_if_exhausted(session, run, now)
-                    return run_id if run.state == RunState.RUNNING.value else None
+                    if run.state == RunState.RUNNING.value:
+                        return run_id
         return None
 
     def _give_up_if_exhausted(self, session: Session, run: JobRun, now: datetime) -> None:
@@ -118,19 +119,28 @@ class Worker:
     # ------------------------------------------------------------------ executing
     def execute(self, run_id: int) -> RunOutcome:
         spec, run_snapshot, attempt = self._load(run_id)
-        work_dir = Path(self.settings.data_dir) / "work" / f"run-{run_id}-a{attempt}-{self.worker_id}"
+        work_root = Path(self.settings.data_dir) / "work"
+        for stale in work_root.glob(f"run-{run_id}-a*"):  # left by a worker that died on this run
+            shutil.rmtree(stale, ignore_errors=True)
+        work_dir = work_root / f"run-{run_id}-a{attempt}-{self.worker_id}"
         heartbeat = _Heartbeat(self, run_id)
         heartbeat.start()
+        recording = False
         try:
             parts = extract(
                 spec, warehouse_root=self.settings.resolved_warehouse_dir, work_dir=work_dir,
                 part_max_bytes=self.settings.part_max_bytes, gzip_level=self.settings.gzip_level,
-                threads=self.threads, on_progress=heartbeat.set_progress,
+                threads=self.threads, memory_limit=self.settings.duckdb_memory_limit,
+                ordered=self.settings.sort_exports, on_progress=heartbeat.set_progress,
             )
             heartbeat.check()
             keys = self._publish(run_snapshot, attempt, spec, parts)
             heartbeat.stop()
+            recording = True
             outcome = self._record_success(run_id, attempt, parts, keys)
+            # Attempts of workers that died left parts nobody lists; the winner clears them.
+            for earlier in range(1, attempt):
+                self._discard_attempt(run_snapshot, earlier)
         except LeaseLost:
             log.warning("export.run.lease_lost", run_id=run_id, worker_id=self.worker_id)
             self._discard_attempt(run_snapshot, attempt)
@@ -142,7 +152,13 @@ class Worker:
             return RunOutcome(run_id, "HANDED_BACK")
         except Exception as exc:
             heartbeat.stop()
-            self._discard_attempt(run_snapshot, attempt)
+            # A SUCCESS commit that seemed to fail may have committed (the connection broke before its
+            # answer): its files may be listed, so keep them. If it did not commit, they are an unlisted
+            # orphan prefix, like a killed attempt's, and the retry publishes under the next attempt's.
+            if recording:
+                log.warning("export.run.outcome_unknown", run_id=run_id, attempt=attempt, error=_describe(exc))
+            else:
+                self._discard_attempt(run_snapshot, attempt)
             return self._record_failure(run_id, exc)
         finally:
             heartbeat.stop()

@@ -114,7 +114,7 @@ def to_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
         elif isinstance(col, pa.Array):
             arrays.append(col.cast(f.type))
         else:
-            arrays.append(pa.array(col, from_pandas=True).cast(f.type))
+            arrays.append(_one_chunk(pa.array(col, from_pandas=True).cast(f.type)))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -178,6 +178,11 @@ def _urls(rng, s, sess, page, pid, cat, first) -> tuple[np.ndarray, np.ndarray]:
     return urls, titles
 
 
+def _one_chunk(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """pyarrow may return a large numpy string array as a ChunkedArray; struct children must be plain arrays."""
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
 def _lists(counts: np.ndarray, struct_type: pa.StructType, children: dict[str, object]) -> pa.Array:
     """A list<struct> column: `counts[i]` entries for row i, children given flat in row order."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int32)
@@ -191,7 +196,7 @@ def _lists(counts: np.ndarray, struct_type: pa.StructType, children: dict[str, o
         elif isinstance(col, pa.Array):
             arrays.append(col.cast(f.type))
         else:
-            arrays.append(pa.array(col, from_pandas=True).cast(f.type))
+            arrays.append(_one_chunk(pa.array(col, from_pandas=True).cast(f.type)))
     return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(arrays, fields=list(struct_type)))
 
 

@@ -160,7 +160,10 @@ class _OpenPart:
         return PartInfo(self.part_id, self.final_path, self.rows, self.raw, self.size, self.sha.hexdigest())
 
     def abort(self) -> None:
-        self.file.close()
+        # Closing flushes the buffer, which fails again on a full disk (ENOSPC, EFBIG). That error must
+        # neither replace the one being handled nor keep the partial file: the file is closed regardless.
+        with contextlib.suppress(OSError):
+            self.file.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp_path.unlink()
 
