@@ -5,11 +5,18 @@ from __future__ import annotations
 from examples import create, example_once
 
 
+def _sample(text: str, name: str) -> float:
+    line = next((line for line in text.splitlines() if line.startswith(name + " ")), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
 def test_metrics_expose_requests_and_runs(http, tenant):
+    created = 'dataexport_http_requests_total{method="POST",route="/v1/exports",status="200"}'
+    before = _sample(http.get("/metrics").text, created)  # the registry lives as long as the shared server
     create(http, tenant, example_once())
     http.get("/v1/exports/999", headers=tenant.headers)
     text = http.get("/metrics").text
-    assert 'dataexport_http_requests_total{method="POST",route="/v1/exports",status="200"} 1.0' in text
+    assert _sample(text, created) == before + 1
     assert 'route="/v1/exports/{jobId}",status="404"' in text
     assert 'dataexport_runs{state="RUNNABLE"} 1.0' in text
     assert "dataexport_queue_depth 1.0" in text

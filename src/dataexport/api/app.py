@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from contextlib import asynccontextmanager
@@ -10,7 +11,14 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from dataexport import __version__
-from dataexport.api.context import AppContext, Clock, ProjectConcurrency, TokenRateLimiter, system_clock
+from dataexport.api.context import (
+    AppContext,
+    Clock,
+    ProjectConcurrency,
+    TokenRateLimiter,
+    db_request_slots,
+    system_clock,
+)
 from dataexport.api.envelope import install_error_handlers
 from dataexport.api.observability import install_observability
 from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
@@ -62,6 +70,7 @@ def build_context(settings: Settings, *, clock: Clock = system_clock, storage=No
         token_limiter=TokenRateLimiter(settings.token_rate_limit_per_minute),
         storage=storage,
         warehouse=PageviewStore(settings.resolved_warehouse_dir),
+        db_request_slots=db_request_slots(engine),
     )
 
 
@@ -80,6 +89,8 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
 
     app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.context = ctx
+    # One per app, so it belongs to the event loop serving it (an asyncio primitive binds to one loop).
+    app.state.db_slots = asyncio.Semaphore(ctx.db_request_slots)
     install_error_handlers(app)
     install_observability(app, ctx)
     for module in (oauth, exports, catalog, segments, files, ingest, health):

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from dataexport.config import Settings
 
@@ -66,6 +67,19 @@ class TokenRateLimiter:
             return self._counts[client_id] <= self.per_minute
 
 
+# Pooled connections left to what runs outside the request gate: the in-process worker and scheduler, token
+# checks and job creation (which take a connection inside one thread-pool call, so they never wait on a hop).
+RESERVED_CONNECTIONS = 4
+
+
+def db_request_slots(engine: Engine) -> int:
+    """How many requests may hold a pooled connection at once: fewer than the pool can ever hand out."""
+    pool = engine.pool
+    if isinstance(pool, QueuePool) and pool._max_overflow >= 0:  # noqa: SLF001 - no public accessor
+        return max(1, pool.size() + pool._max_overflow - RESERVED_CONNECTIONS)  # noqa: SLF001
+    return 1_000  # other pools (NullPool, StaticPool, unbounded overflow) never make a request wait
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -77,3 +91,4 @@ class AppContext:
     token_limiter: TokenRateLimiter = field(default_factory=lambda: TokenRateLimiter(30))
     storage: object | None = None
     warehouse: object | None = None  # PageviewStore: the write side of the warehouse
+    db_request_slots: int = 1_000  # see db_request_slots(); the app turns it into its own semaphore

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
@@ -24,7 +24,20 @@ def get_context(request: Request) -> AppContext:
     return request.app.state.context
 
 
-def get_session(ctx: AppContext = Depends(get_context)) -> Iterator[Session]:
+async def _db_slot(request: Request) -> AsyncIterator[None]:
+    """Bounds the requests holding a pooled DB connection to fewer than the pool has.
+
+    A request's session keeps its connection across several thread-pool hops (caller, handler, exits). With
+    more such requests than connections, every pool thread can end up waiting for a connection held by a
+    request that waits for a thread: the server froze for the pool timeout (30 s) at 100 clients.
+    """
+    async with request.app.state.db_slots:
+        yield
+
+
+def get_session(
+    ctx: AppContext = Depends(get_context), _slot: None = Depends(_db_slot, scope="function")
+) -> Iterator[Session]:
     """One transaction per request, committed when the handler returns without error."""
     with ctx.sessions() as session, session.begin():
         yield session

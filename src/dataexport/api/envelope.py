@@ -39,7 +39,29 @@ def _location(loc: tuple) -> str:
     return out or "request"
 
 
+def _document_validation_as_400(app: FastAPI) -> None:
+    """Drop FastAPI's automatic 422 answers from the OpenAPI document: request validation errors are
+    answered 400 with the envelope (the handler below), so a documented 422 would be a false promise."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = generate()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_validation_as_400(app)
+
     @app.exception_handler(DataExportError)
     async def _domain(_: Request, exc: DataExportError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None

@@ -133,6 +133,20 @@ class SegmentOut(BaseModel):
     updatedAt: str
 
 
+class HitErrorOut(BaseModel):
+    index: int
+    field: str
+    message: str
+
+
+class IngestResultOut(BaseModel):
+    batchId: str
+    stored: int
+    rejected: int
+    duplicate: bool
+    errors: list[HitErrorOut]
+
+
 ERROR_RESPONSES = {
     code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 429)
 }

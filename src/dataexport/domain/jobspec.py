@@ -23,6 +23,7 @@ MAX_ALIAS = 255
 MAX_DYNAMIC_VAR_KEY = 512
 MAX_FIELDS = 200
 CUSTOM_VAR_POSITIONS = range(1, 21)
+MAX_INT_LIKE = 2**53
 
 TOP_LEVEL_KEYS = {"name", "format", "scope", "frequency", "fields", "deviceLabel", "segmentId"}
 FREQUENCY_KEYS = {"value", "dateRange"}
@@ -78,13 +79,15 @@ def parse_int_like(raw: Any) -> int | None:
     """A number or a numeric string (clients send both); never a bool, a float with decimals, or text."""
     if isinstance(raw, bool):
         return None
+    value = None
     if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit() and len(raw.strip()) <= 18:
-        return int(raw.strip())
-    return None
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, str) and raw.strip().lstrip("-").isascii() and raw.strip().lstrip("-").isdigit():
+        value = int(raw.strip()) if len(raw.strip()) <= 18 else None
+    # Ids beyond 2**53 exist nowhere (JSON numbers, database keys): refuse them rather than overflow later.
+    return value if value is not None and abs(value) <= MAX_INT_LIKE else None
 
 
 def _optional_text(c: _Collector, raw: Any, field: str, max_len: int) -> str | None:

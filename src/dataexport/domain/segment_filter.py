@@ -215,7 +215,7 @@ def parse_segment_filter(raw: Any, path: str = "filter") -> SegmentFilter:
     if isinstance(raw, str | bytes):
         try:
             raw = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise _fail(path, "is not valid JSON") from exc
     return SegmentFilter(_Parser().node(raw, path, 1))
 

@@ -29,6 +29,13 @@ class Unsatisfiable(Exception):
     pass
 
 
+_HUGE = 10**19  # beyond any file; also keeps int() away from thousands of digits
+
+
+def _bound(text: str) -> int:
+    return int(text) if len(text) <= 19 else _HUGE
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The inclusive byte range [first, last] asked by a single-range header, or None for the whole file.
 
@@ -44,16 +51,16 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first_text and not last_text:
         return None
     if not first_text:  # suffix range: the last N bytes
-        length = int(last_text)
+        length = _bound(last_text)
         if length == 0 or size == 0:
             raise Unsatisfiable()
         return max(0, size - length), size - 1
-    first = int(first_text)
-    if last_text and int(last_text) < first:
+    first = _bound(first_text)
+    if last_text and _bound(last_text) < first:
         return None  # invalid: ignored
     if first >= size:
         raise Unsatisfiable()
-    last = int(last_text) if last_text else size - 1
+    last = _bound(last_text) if last_text else size - 1
     return first, min(last, size - 1)
 
 

@@ -40,6 +40,9 @@ CHUNK_ROWS = 20_000
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 FAST_SLICE = 2_000  # a bad record sends only its slice through the slower per-hit validator
 MAX_SAMPLES = 20
+# What a damaged or exotic input file raises while decoding (bad UTF-8, oversized CSV cells, corrupt Parquet,
+# timestamps Python cannot hold).
+UNREADABLE = (UnicodeDecodeError, csv.Error, pa.ArrowInvalid, OverflowError, ValueError)
 Progress = Callable[[int, int], None]  # (bytes done, bytes total) over all files: fits Rich's update()
 
 
@@ -89,17 +92,24 @@ def load_files(
         for path in paths:
             reader = _reader_for(path)
             assert reader is not None
-            for (table, errors, rejected), done_in_file in pipeline.map(reader(path)):
-                _count_rejections(summary, str(path), errors)
-                summary.rows_rejected += rejected
-                if table.num_rows:
-                    stored = store.append(project_id, table)
-                    if stored.duplicate:
-                        summary.rows_already_stored += stored.rows
-                    else:
-                        summary.rows_stored += stored.rows
-                if progress is not None:
-                    progress(done_before + done_in_file, total)
+            try:
+                for (table, errors, rejected), done_in_file in pipeline.map(reader(path)):
+                    _count_rejections(summary, str(path), errors)
+                    summary.rows_rejected += rejected
+                    if table.num_rows:
+                        stored = store.append(project_id, table)
+                        if stored.duplicate:
+                            summary.rows_already_stored += stored.rows
+                        else:
+                            summary.rows_stored += stored.rows
+                    if progress is not None:
+                        progress(done_before + done_in_file, total)
+            except UNREADABLE as exc:
+                # The chunks stored before are kept; loading the file again after a fix stores the rest only.
+                raise ValidationFailed(
+                    f"{path.name} could not be read after {summary.rows_stored} stored rows: {str(exc)[:200]}",
+                    [FieldError("paths", f"{path.name}: {type(exc).__name__}: {str(exc)[:200]}")],
+                ) from None
             done_before += path.stat().st_size
     return summary
 

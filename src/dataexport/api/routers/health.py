@@ -15,7 +15,8 @@ def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the metadata DB answers")
+@router.get("/readyz", summary="Readiness: the metadata DB answers",
+            responses={503: {"description": "The metadata DB does not answer"}})
 def readyz(ctx: AppContext = Depends(get_context)):
     try:
         with ctx.engine.connect() as conn:

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from dataexport.api.context import AppContext
 from dataexport.api.deps import get_context
 from dataexport.api.envelope import ok
+from dataexport.api.schemas import Envelope, ErrorEnvelope, IngestResultOut
 from dataexport.errors import AuthError, FieldError, ValidationFailed
 from dataexport.metadata.db import transaction
 from dataexport.metadata.repositories import tenants
@@ -42,6 +43,11 @@ def _ndjson_to_array(raw: bytes) -> bytes:
 @router.post(
     "/ingest/v1/pageviews",
     summary="Ingest pageview hits (JSON array, {\"hits\": [...]}, or NDJSON)",
+    response_model=Envelope[IngestResultOut],
+    responses={
+        400: {"model": ErrorEnvelope, "description": "No hit of the batch could be stored, or the body is invalid"},
+        401: {"model": ErrorEnvelope, "description": "The ingest key is missing or not valid"},
+    },
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
         "application/x-ndjson": {"schema": {"type": "string"}},

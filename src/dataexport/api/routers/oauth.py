@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from dataexport.api.context import AppContext
 from dataexport.api.deps import get_context
@@ -123,7 +124,10 @@ async def token(request: Request, ctx: AppContext = Depends(get_context)):
                 raise _fail(400, "invalid_request", "The parameter project_id must be an integer.")
         if not ctx.token_limiter.allow(client_id, ctx.clock()):
             raise _fail(429, "too_many_requests", "Too many token requests for this client; retry in a minute.")
-        claims = _authenticate(ctx, client_id, secret, requested_project, frozenset(scopes))
+        # argon2 (~20 ms of CPU) and a DB connection checkout must not run on the event loop: a blocked loop
+        # stalls every request, and with the pool exhausted it froze the server for the pool timeout (30 s).
+        claims = await run_in_threadpool(_authenticate, ctx, client_id, secret, requested_project,
+                                         frozenset(scopes))
     except _OAuthFailure as failure:
         return JSONResponse(
             {"error": failure.error, "error_description": failure.description},

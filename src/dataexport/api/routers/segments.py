@@ -19,7 +19,8 @@ def _ids(raw: str | None) -> list[int] | None:
     if raw is None:
         return None
     parts = [p.strip() for p in raw.split(",") if p.strip()]
-    if not parts or len(parts) > 100 or not all(p.isdigit() and len(p) <= 15 for p in parts):
+    # isascii: str.isdigit() is also true for "²" or "٣", which int() refuses or reads as another number.
+    if not parts or len(parts) > 100 or not all(p.isascii() and p.isdigit() and len(p) <= 15 for p in parts):
         raise validation_error("ids", "must be a comma-separated list of up to 100 segment ids")
     return [int(p) for p in parts]
 

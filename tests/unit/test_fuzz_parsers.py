@@ -1,0 +1,378 @@
+"""Property tests of every parser of user text: for any input, a value or the documented refusal, never a crash.
+
+Each parser that reads what a client, a tracker or an operator typed gets arbitrary input (random JSON
+values, random text shaped like its grammar, mutations of a valid input) and must answer with a value or
+`ValidationFailed` naming the field (or, where the function documents another verdict, that verdict).
+Accepted values are checked against the parser's promises (round trips, ranges, safety). Known bugs in
+modules were fixed where they were found; these tests keep them fixed.
+Existing properties in test_timeparse.py and test_jobspec.py are not repeated here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from dataexport.catalog.fields import segment_fields
+from dataexport.domain.jobspec import parse_job_spec
+from dataexport.domain.segment_filter import OPS, parse_segment_filter, to_json
+from dataexport.domain.timeparse import MAX_YEAR, MIN_YEAR, format_instant, parse_instant
+from dataexport.errors import ValidationFailed
+from dataexport.storage.http import Unsatisfiable, parse_range
+from dataexport.storage.keys import MAX_KEY_LENGTH, validate_key
+from dataexport.storage.signing import Verdict, sign, verify
+from dataexport.warehouse.hits import validate_hit, validate_hits
+from dataexport.warehouse.hits_rules import DERIVED, NESTED, SCALARS
+from dataexport.warehouse.ingest import MAX_HITS_PER_REQUEST, parse_hits
+from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+
+NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)
+DB_INTEGER_MAX = 2**63 - 1  # SQLite INTEGER and PostgreSQL BIGINT
+# Enough to meet every branch of these small grammars (the @example cases pin the known corners), few
+# enough for the unit suite to stay fast on a shared machine.
+EXAMPLES = 120
+
+# Any JSON value a client could send (plus floats JSON cannot carry, which Python callers can).
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=15,
+)
+# Values of types a parser is not meant for, to check it refuses rather than crashes.
+foreign_values = json_values | st.binary(max_size=20) | st.tuples(st.integers()) | st.just(object())
+
+
+def assert_refusal_names(exc: ValidationFailed, field: str) -> None:
+    assert exc.errors, "a ValidationFailed must say which field is wrong"
+    assert all(e.field.startswith(field) and e.message for e in exc.errors), exc.errors
+
+
+# --- domain.timeparse.parse_instant ---------------------------------------------------------------------
+
+# Text shaped like the accepted grammar, with any digits: impossible dates, hours, offsets, out-of-range years.
+instant_like = st.from_regex(
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,12})?)?"
+    r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?)?\Z",
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(instant_like)
+@example("2023-02-29")  # not a leap year
+@example("9999-12-31T23:59:59Z")  # past MAX_YEAR
+@example("1970-01-01T00:30:00+01:00")  # 1969 in UTC
+@example("2023-02-14T00:00:00+24:00")  # offset out of range
+@example("2023-02-14T00:00:00+05:60")
+def test_grammar_shaped_text_gives_utc_in_range_or_a_field_error(raw):
+    try:
+        instant = parse_instant(raw, "from")
+    except ValidationFailed as exc:
+        assert_refusal_names(exc, "from")
+        return
+    assert instant.tzinfo is UTC and instant.microsecond % 1000 == 0
+    assert MIN_YEAR <= instant.year <= MAX_YEAR
+    # What the API writes back is read again as the same instant.
+    assert parse_instant(format_instant(instant), "from") == instant
+
+
+@given(foreign_values.filter(lambda v: not isinstance(v, str)))
+def test_anything_but_text_is_refused_naming_the_field(raw):
+    with pytest.raises(ValidationFailed) as caught:
+        parse_instant(raw, "to")
+    assert_refusal_names(caught.value, "to")
+
+
+# --- domain.jobspec.parse_job_spec ------------------------------------------------------------------------
+
+def valid_body() -> dict:
+    return {
+        "name": "Nightly", "format": "CSV", "scope": "views",
+        "frequency": {"value": "once", "dateRange": {"from": "2026-06-10", "to": "2026-06-11T23:59:59.999Z"}},
+        "fields": [{"fieldName": "session_id"}, {"fieldName": "custom_var", "customVarPosition": 2}],
+        "deviceLabel": "all",
+    }
+
+
+# Paths into the valid body where a mutation lands: every level a client can get wrong.
+BODY_PATHS = [
+    ("name",), ("format",), ("scope",), ("frequency",), ("frequency", "value"), ("frequency", "dateRange"),
+    ("frequency", "dateRange", "from"), ("frequency", "dateRange", "to"), ("fields",), ("fields", 0),
+    ("fields", 1, "customVarPosition"), ("fields", 0, "aliasName"), ("fields", 1, "dynamicVarKey"),
+    ("deviceLabel",), ("segmentId",), ("unknownKey",),
+]
+
+
+def mutate(body: dict, path: tuple, value) -> dict:
+    target = body
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return body
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(BODY_PATHS), json_values | instant_like), min_size=1, max_size=3))
+def test_a_valid_body_with_any_values_planted_gives_a_spec_or_field_errors(mutations):
+    body = valid_body()
+    for path, value in mutations:
+        # An earlier mutation may have replaced a container: then this one has nowhere to land.
+        with contextlib.suppress(TypeError, IndexError, KeyError):
+            mutate(body, path, value)
+    try:
+        spec = parse_job_spec(body, now=NOW, retention_days=395)
+    except ValidationFailed as exc:
+        assert exc.errors and all(e.field and e.message for e in exc.errors)
+        return
+    assert spec.name.strip() and spec.fields
+    if spec.range_from is not None:
+        assert spec.range_from < spec.range_to <= spec.range_from + timedelta(days=7, milliseconds=1)
+    if spec.segment_id is not None:
+        assert spec.segment_id > 0
+
+
+@given(foreign_values.filter(lambda v: not isinstance(v, dict)))
+def test_a_body_that_is_not_an_object_is_refused(raw):
+    with pytest.raises(ValidationFailed) as caught:
+        parse_job_spec(raw, now=NOW, retention_days=395)
+    assert_refusal_names(caught.value, "body")
+
+
+@pytest.mark.parametrize("segment_id", [2**63, 2**70, 1e300])
+def test_an_accepted_segment_id_fits_a_database_integer(segment_id):
+    try:
+        spec = parse_job_spec({**valid_body(), "segmentId": segment_id}, now=NOW, retention_days=395)
+    except ValidationFailed as exc:
+        assert_refusal_names(exc, "segmentId")
+    else:
+        assert spec.segment_id <= DB_INTEGER_MAX
+
+
+# --- domain.segment_filter.parse_segment_filter ---------------------------------------------------------
+
+SEGMENT_FIELDS = sorted(segment_fields())
+scalar_values = st.integers(-10, 10**6) | st.floats(allow_nan=True) | st.text(max_size=8) | st.booleans()
+conditions = st.fixed_dictionaries(
+    {"op": st.sampled_from([*OPS, "like", 1])},
+    optional={"value": scalar_values | st.lists(scalar_values, max_size=3) | st.none()},
+).flatmap(lambda base: st.sampled_from([
+    {**base, "field": name} for name in SEGMENT_FIELDS[:6]
+] + [{**base, "customVar": 3}, {**base, "dynamicVar": "AB Test"}, {**base, "customVar": 0}, {**base}]))
+filters = st.recursive(
+    conditions,
+    lambda children: (st.builds(lambda c: {"all": c}, st.lists(children, max_size=3))
+                      | st.builds(lambda c: {"any": c}, st.lists(children, max_size=3))
+                      | st.builds(lambda c: {"not": c}, children)),
+    max_leaves=12,
+)
+
+
+def _check_filter(raw) -> None:
+    try:
+        parsed = parse_segment_filter(raw)
+    except ValidationFailed as exc:
+        assert_refusal_names(exc, "filter")
+        return
+    assert parse_segment_filter(to_json(parsed)) == parsed
+    assert parse_segment_filter(json.dumps(to_json(parsed))) == parsed
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(filters)
+def test_filter_shaped_json_parses_and_round_trips_or_names_the_culprit(raw):
+    _check_filter(raw)
+
+
+@given(foreign_values | st.text(max_size=40) | st.binary(max_size=40))
+def test_any_value_or_text_gives_a_filter_or_a_field_error(raw):
+    _check_filter(raw)
+
+
+def test_deeply_nested_json_text_is_refused():
+    with pytest.raises(ValidationFailed):
+        parse_segment_filter("[" * 100_000)
+
+
+# --- warehouse.hits.validate_hit / validate_hits --------------------------------------------------------
+
+def valid_hit(i: int = 0) -> dict:
+    return {
+        "user_id_unhashed": f"visitor-{i}", "session_number": 1, "session_time": "2026-03-01T10:00:00Z",
+        "view_number": 1 + i, "view_time": 1772359200000 + i, "device_id": 1, "url": "https://x.example/",
+        "custom_vars": [{"position": 2, "key": "pageType", "value": "product"}],
+        "dynamic_vars": {"AB Test": "A", "cart": 12},
+    }
+
+
+HIT_KEYS = [*SCALARS, *NESTED, "custom_vars", "dynamic_vars", *DERIVED, "bogus"]
+hit_values = json_values | st.integers(-(2**70), 2**70) | st.sampled_from(
+    ["2026-03-01T10:00:00Z", "2026-03-01T10:00:00", "1970-01-01T00:00:00+14:00", "", "x" * 300]
+)
+hit_mutations = st.dictionaries(st.sampled_from(HIT_KEYS), hit_values, max_size=4)
+
+
+def _check_hit(raw, index: int) -> None:
+    row, errors = validate_hit(raw, index)
+    assert (row is None) == bool(errors)
+    # The field is the offending key as sent (even ""), so it is any string, never missing.
+    assert all(e.index == index and isinstance(e.field, str) and e.message for e in errors)
+    if row is not None:
+        # What validation accepts, storage must accept: the row fits the stored Arrow schema.
+        table = pa.Table.from_pylist([{**row, "project_id": 1, "ingested_at": 0}], schema=PAGEVIEW_SCHEMA)
+        assert table.num_rows == 1
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(hit_mutations, st.integers(0, 10_000))
+def test_a_valid_hit_with_any_fields_planted_gives_a_row_or_its_errors(mutations, index):
+    _check_hit({**valid_hit(), **mutations}, index)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(foreign_values | st.dictionaries(st.sampled_from(HIT_KEYS) | st.text(max_size=8), json_values, max_size=8))
+def test_any_value_gives_a_row_or_its_errors(raw):
+    _check_hit(raw, 7)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.one_of(st.builds(valid_hit, st.integers(0, 50)),
+                          hit_mutations.map(lambda m: {**valid_hit(), **m}), json_values), max_size=8),
+       st.integers(0, 100))
+def test_a_batch_accounts_for_every_hit(raws, start):
+    batch = validate_hits(raws, start_index=start)
+    assert len(batch.rows) + batch.rejected == len(raws)
+    rejected_indexes = {e.index for e in batch.errors}
+    assert len(rejected_indexes) == batch.rejected
+    assert rejected_indexes <= set(range(start, start + len(raws)))
+
+
+# --- warehouse.ingest.parse_hits ------------------------------------------------------------------------
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode())
+       | st.lists(json_values, max_size=4).map(lambda v: json.dumps({"hits": v}).encode()))
+def test_any_body_gives_a_list_of_hits_or_a_body_error(body):
+    try:
+        hits = parse_hits(body)
+    except ValidationFailed as exc:
+        assert exc.errors and exc.errors[0].field in ("body", "hits")
+        return
+    assert isinstance(hits, list) and len(hits) <= MAX_HITS_PER_REQUEST
+    decoded = orjson.loads(body)
+    assert hits == (decoded["hits"] if isinstance(decoded, dict) else decoded)
+
+
+# --- storage.keys.validate_key --------------------------------------------------------------------------
+
+key_like = st.lists(
+    st.sampled_from(["exports", "42", "part-00000.csv.gz", ".", "..", "", ".hidden", "a=b", "%2e%2e", "a\\b",
+                     "é", "\x00", " ", "~"]) | st.text(max_size=6),
+    min_size=1, max_size=6,
+).map("/".join)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(key_like | st.text(max_size=40) | st.sampled_from(["/etc/passwd", "a//b", "a/", "x" * (MAX_KEY_LENGTH + 1)]))
+def test_a_key_is_returned_unchanged_only_when_it_cannot_leave_the_root(key):
+    try:
+        accepted = validate_key(key, "key")
+    except ValidationFailed as exc:
+        assert_refusal_names(exc, "key")
+        return
+    assert accepted == key and key.isascii() and len(key) <= MAX_KEY_LENGTH
+    parts = key.split("/")
+    assert all(part and not part.startswith(".") and "\\" not in part for part in parts)
+    root = PurePosixPath("/storage/root")
+    assert (root / key).parts[: len(root.parts)] == root.parts and ".." not in (root / key).parts
+
+
+@given(foreign_values.filter(lambda v: not isinstance(v, str)) | st.just(""))
+def test_a_key_that_is_not_a_non_empty_string_is_refused(key):
+    with pytest.raises(ValidationFailed) as caught:
+        validate_key(key, "key")
+    assert_refusal_names(caught.value, "key")
+
+
+# --- storage.signing.verify -----------------------------------------------------------------------------
+
+SECRET = b"fuzz-secret"
+query_text = st.text(max_size=80) | st.from_regex(r"\A-?[0-9]{1,25}\Z") | st.sampled_from(["1_000", " 12 ", "１２"])
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.text(max_size=60), query_text, query_text | st.from_regex(r"\A[0-9a-fA-F]{64}\Z"),
+       st.floats(allow_nan=True) | st.integers(0, 2**40))
+def test_any_query_gives_a_verdict(key, expires, sig, now):
+    assert verify(SECRET, key, expires, sig, now) in set(Verdict)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.text(max_size=60), st.integers(0, 2**40), st.integers(0, 2**40), st.booleans())
+def test_a_signed_url_verifies_until_it_expires_and_not_once_altered(key, expires, now, upper):
+    sig = sign(SECRET, key, expires)
+    sent = sig.upper() if upper else sig  # hex digits are case-insensitive
+    assert verify(SECRET, key, str(expires), sent, now) is (Verdict.OK if now < expires else Verdict.EXPIRED)
+    flipped = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    assert verify(SECRET, key, expires, flipped, now) is Verdict.BAD_SIGNATURE
+    assert verify(SECRET, key + "x", expires, sig, now) is Verdict.BAD_SIGNATURE
+    assert verify(b"other-secret", key, expires, sig, now) is Verdict.BAD_SIGNATURE
+
+
+# --- storage.http.parse_range ---------------------------------------------------------------------------
+
+def expected_range(first: int | None, last: int | None, size: int):
+    """RFC 9110 single byte ranges, written independently of the implementation."""
+    if first is None and last is None:
+        return None
+    if first is None:
+        if last == 0 or size == 0:
+            return Unsatisfiable
+        return max(0, size - last), size - 1
+    if last is not None and last < first:
+        return None
+    if first >= size:
+        return Unsatisfiable
+    return first, size - 1 if last is None else min(last, size - 1)
+
+
+bound = st.none() | st.integers(0, 10**20)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(bound, bound, st.integers(0, 10**6), st.sampled_from(["bytes={}-{}", "BYTES = {} - {}", " bytes={}-{} "]))
+def test_well_formed_single_ranges_follow_the_rfc(first, last, size, template):
+    header = template.format("" if first is None else first, "" if last is None else last)
+    expected = expected_range(first, last, size)
+    if expected is Unsatisfiable:
+        with pytest.raises(Unsatisfiable):
+            parse_range(header, size)
+    else:
+        assert parse_range(header, size) == expected
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.text(max_size=40) | st.from_regex(r"\A\s*bytes\s*=\s*[0-9]{0,25}\s*-\s*[0-9]{0,25}(,[0-9-]*)?\s*\Z")
+       | st.none(), st.integers(0, 10**6))
+def test_any_header_gives_a_range_inside_the_file_none_or_unsatisfiable(header, size):
+    try:
+        wanted = parse_range(header, size)
+    except Unsatisfiable:
+        return
+    if wanted is not None:
+        first, last = wanted
+        assert 0 <= first <= last < size
+
+
+@pytest.mark.parametrize("header", ["bytes=" + "9" * 5000 + "-", "bytes=-" + "9" * 5000])
+def test_absurdly_long_bounds_are_ignored_or_unsatisfiable(header):
+    # A start past any file is unsatisfiable; a suffix longer than the file is the whole file (RFC 9110).
+    with contextlib.suppress(Unsatisfiable):
+        assert parse_range(header, 100) in (None, (0, 99))
