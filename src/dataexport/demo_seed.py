@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +38,8 @@ def seed_demo(settings: Settings, *, days: int, sessions_per_day: int, seed: int
     started = time.perf_counter()
     with console.status(f"Generating {days} days of demo traffic ({sessions_per_day} sessions a day)..."), \
             PageviewStore(settings.resolved_warehouse_dir) as store:
-        summary = generate(store, out["project_id"], days=days, sessions_per_day=sessions_per_day, seed=seed, now=now)
+        summary = generate(store, out["project_id"], days=days, sessions_per_day=sessions_per_day, seed=seed,
+                           now=now, workers=os.cpu_count() or 1)
     elapsed = time.perf_counter() - started
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
     _print_walkthrough(console, base, out, summary, elapsed, now)

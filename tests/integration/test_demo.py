@@ -50,3 +50,18 @@ def test_a_session_crossing_midnight_lands_in_its_first_days_partition(tmp_path)
     for _, first_day, _, files, filename in crossing:
         assert files == 1
         assert f"session_day={first_day.isoformat()}" in filename
+
+
+def test_days_built_in_worker_processes_are_the_same_data(tmp_path):
+    now = datetime(2026, 3, 4, 15, 30, tzinfo=UTC)
+    tables = {}
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}"
+        with PageviewStore(root) as store:
+            summary = generate(store, 7, days=3, sessions_per_day=300, seed=11, now=now, workers=workers)
+        files = sorted(str(p) for p in root.glob(f"{PARTITION_ROOT}/*/*/*.parquet"))
+        tables[workers] = duckdb.execute(
+            "SELECT * EXCLUDE (ingested_at) FROM read_parquet(?, hive_partitioning = false) "
+            "ORDER BY user_id_unhashed, session_number, view_number", [files]).fetchall()
+        assert summary.pageviews == len(tables[workers]) > 0
+    assert tables[1] == tables[2]

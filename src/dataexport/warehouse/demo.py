@@ -9,6 +9,8 @@ stream, and each day is stored as one batch keyed by (seed, now, day), so a reru
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -49,29 +51,42 @@ class Sessions:
 
 def generate(
     store: PageviewStore, project_id: int, *, days: int = 7, sessions_per_day: int = 2000, seed: int = 42,
-    now: datetime,
+    now: datetime, workers: int = 1,
 ) -> DemoSummary:
+    """`workers` > 1 builds and stores days in that many processes (each day is independent and seeded)."""
     if days < 1 or sessions_per_day < 1:
         raise ValueError("days and sessions_per_day must be positive")
     now = now.astimezone(UTC)
     sessions = draw_sessions(np.random.default_rng([seed, 1]), days, sessions_per_day, now)
-    now_ms = int(now.timestamp() * 1000)
     first = now.date() - timedelta(days=days - 1)
-    session_day = sessions.start_ms // MS_PER_DAY
-    pageviews = files = 0
-    for d in range(days):
-        day = first + timedelta(days=d)
-        chosen = np.nonzero(session_day == _days_since_epoch(day))[0]
-        if len(chosen) == 0:
-            continue
-        table = build_views(np.random.default_rng([seed, 2, d]), sessions, chosen, now_ms)
-        stored = store.append(project_id, table, batch_key=f"demo:{seed}:{now.isoformat()}:{day}", now=now)
-        pageviews += table.num_rows
-        files += len(stored.files)
+    jobs = [(store.root, project_id, seed, now, d, first + timedelta(days=d), sessions) for d in range(days)]
+    if workers > 1 and days > 1:
+        # spawn, not fork: the parent may hold DuckDB or Arrow threads, which fork does not copy safely.
+        with ProcessPoolExecutor(min(workers, days), mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(_store_day, jobs))
+    else:
+        results = [_store_day(job, store) for job in jobs]
+    pageviews = sum(r[0] for r in results)
+    files = sum(r[1] for r in results)
     return DemoSummary(
         pageviews=pageviews, sessions=len(sessions.start_ms), users=len(np.unique(sessions.user)),
         first_day=first, last_day=now.date(), files=files,
     )
+
+
+def _store_day(job: tuple, store: PageviewStore | None = None) -> tuple[int, int]:
+    """Build one day's pageviews and store them as one batch; returns (pageviews, files written)."""
+    root, project_id, seed, now, d, day, sessions = job
+    chosen = np.nonzero(sessions.start_ms // MS_PER_DAY == _days_since_epoch(day))[0]
+    if len(chosen) == 0:
+        return 0, 0
+    table = build_views(np.random.default_rng([seed, 2, d]), sessions, chosen, int(now.timestamp() * 1000))
+    if store is not None:
+        stored = store.append(project_id, table, batch_key=f"demo:{seed}:{now.isoformat()}:{day}", now=now)
+    else:
+        with PageviewStore(root) as own_store:
+            stored = own_store.append(project_id, table, batch_key=f"demo:{seed}:{now.isoformat()}:{day}", now=now)
+    return table.num_rows, len(stored.files)
 
 
 def _days_since_epoch(day: date) -> int:
