@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo serve test test-unit test-slow lint bench clean
+.PHONY: venv demo serve test test-unit test-slow fuzz lint clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test: venv
 
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit
+
+## fuzz: the property and contract fuzz tests with fresh random examples (CI draws fixed ones)
+fuzz: venv
+	$(BIN)/python -m pytest tests/unit/test_fuzz_parsers.py tests/integration/test_fuzz_contract.py
 
 test-slow: venv
 	$(BIN)/python -m pytest -m slow

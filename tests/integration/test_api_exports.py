@@ -213,3 +213,9 @@ def test_parallel_requests_within_the_limit_all_succeed(api, tenant):
     for t in threads:
         t.join()
     assert results == [200] * 8
+
+
+def test_a_repeated_query_parameter_is_refused(http, tenant):
+    answer = http.get("/v1/segments?ids=1&ids=2", headers=tenant.headers)
+    assert answer.status_code == 400 and answer.json()["errors"] == [{"field": "ids", "message": "must be given once"}]
+    assert http.get("/v1/exports?limit=1&limit=100", headers=tenant.headers).status_code == 400

@@ -219,7 +219,8 @@ PLANTED_PATHS = [
     ("fields", 3, "dynamicVarKey"), ("fields", 1, "aliasName"), ("deviceLabel",), ("surprise",),
 ]
 hostile = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=40),
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
     st.sampled_from(["2026-02-30", "9999-12-31T23:59:59Z", "1969-12-31", "csv", "JSONL", "x" * 300, "\u0000",
                      "views", "ONCE", "2026-06-01T00:00:00+14:00"]),
     st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
@@ -259,7 +260,7 @@ def _valid_hit(i: int) -> dict:
 HIT_COLUMNS = ["user_id_unhashed", "session_number", "session_time", "view_number", "view_time", "device_id",
                "url", "custom_vars", "dynamic_vars", "scroll_rate", "project_id", "user_id", "transactions", "junk"]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
     max_leaves=8,
 )

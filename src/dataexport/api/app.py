@@ -8,7 +8,7 @@ import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from dataexport import __version__
 from dataexport.api.context import (
@@ -21,6 +21,7 @@ from dataexport.api.context import (
 )
 from dataexport.api.envelope import install_error_handlers
 from dataexport.api.observability import install_observability
+from dataexport.api.query_guard import single_valued_query
 from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
 from dataexport.config import Settings
 from dataexport.engine.runtime import background_for
@@ -87,7 +88,8 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
         finally:
             background.stop()
 
-    app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  dependencies=[Depends(single_valued_query)])
     app.state.context = ctx
     # One per app, so it belongs to the event loop serving it (an asyncio primitive binds to one loop).
     app.state.db_slots = asyncio.Semaphore(ctx.db_request_slots)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,43 @@ class TokenRateLimiter:
             return self._counts[client_id] <= self.per_minute
 
 
+@dataclass(frozen=True)
+class ProjectInfo:
+    """What requests read of their project; none of it changes through the API, so it may be cached."""
+
+    id: int
+    account_id: int
+    timezone: str
+    retention_days: int
+
+
+class ProjectCache:
+    """Projects by id for a few seconds, so an authenticated request does not read its project row each time.
+
+    Plain dict operations (atomic under the GIL): read on the event loop, filled from thread-pool calls,
+    cleared by whoever resets the metadata DB under a running app (tests).
+    """
+
+    def __init__(self, ttl_seconds: float = 5.0) -> None:
+        self.ttl = ttl_seconds
+        self._entries: dict[int, tuple[float, ProjectInfo]] = {}
+
+    def get(self, project_id: int) -> ProjectInfo | None:
+        entry = self._entries.get(project_id)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, project: ProjectInfo) -> None:
+        if len(self._entries) > 10_000:  # bounded: forget expired entries once there are many
+            now = time.monotonic()
+            self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+        self._entries[project.id] = (time.monotonic() + self.ttl, project)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 # Pooled connections left to what runs outside the request gate: the in-process worker and scheduler, token
 # checks and job creation (which take a connection inside one thread-pool call, so they never wait on a hop).
 RESERVED_CONNECTIONS = 4
@@ -92,3 +130,4 @@ class AppContext:
     storage: object | None = None
     warehouse: object | None = None  # PageviewStore: the write side of the warehouse
     db_request_slots: int = 1_000  # see db_request_slots(); the app turns it into its own semaphore
+    projects: ProjectCache = field(default_factory=ProjectCache)  # see api.deps.get_caller

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dataexport.errors import DataExportError, TooManyRequests
@@ -22,6 +23,21 @@ _HTTP_CODES = {
 
 def ok(payload: Any) -> dict:
     return {"payload": payload, "success": True}
+
+
+class EnvelopeResponse(Response):
+    """An answer already in its documented shape, rendered by orjson, for the hot endpoints.
+
+    FastAPI validates a returned dict against the route's `response_model` and serialises it again; a
+    returned Response it sends as is. The routes keep `response_model=` (the OpenAPI document is unchanged)
+    and their presenters build exactly that shape (tests/integration/test_fuzz_contract.py checks answers
+    against the document): the same bytes, without ~0.1 ms of validation per answer.
+    """
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def error_body(code: str, message: str, errors: list[dict] | None = None) -> dict:

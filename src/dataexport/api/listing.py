@@ -22,7 +22,8 @@ def enum_filter(enum_cls: type[StrEnum], raw: str | None, field: str):
     return member
 
 
-def page_params(
+# async: FastAPI would run a sync dependency in the thread pool, a hop per request.
+async def page_params(
     page: int = Query(1, ge=1, le=1_000_000, description="1-based page number"),
     limit: int = Query(25, ge=1, le=MAX_LIMIT, description="Page size (25 by default, 100 max)"),
     order: str = Query("DESC", max_length=16, description="ASC or DESC (on the id), case-insensitive"),

@@ -10,11 +10,12 @@ import time
 import uuid
 
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dataexport.api.context import AppContext
 from dataexport.domain.enums import RunState
@@ -49,6 +50,55 @@ class RunCollector:
         yield GaugeMetricFamily("dataexport_exported_bytes", "Compressed bytes of all exported parts", value=size)
 
 
+class ObservabilityMiddleware:
+    """Request id, metrics and one `http.request` log line per request, as a plain ASGI middleware.
+
+    Plain ASGI rather than `@app.middleware("http")` (BaseHTTPMiddleware), which costs a task and a stream
+    per request. Never logs the query string or headers: signed URLs and tokens must not reach the logs.
+    """
+
+    def __init__(self, app: ASGIApp, *, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:64]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        header = (b"x-request-id", request_id.encode("latin-1"))
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status, elapsed = 500, None
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, elapsed
+            if message["type"] == "http.response.start":
+                # Latency to the response head, as before: a long download's streaming is not counted.
+                status, elapsed = message["status"], time.perf_counter() - started
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if elapsed is None:
+                elapsed = time.perf_counter() - started
+            # The route template, not the raw path: ids must not explode the label space.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.requests.labels(method, route, str(status)).inc()
+            self.latency.labels(method, route).observe(elapsed)
+            log.info("http.request", method=method, route=route, status=status, duration_ms=round(elapsed * 1000, 2))
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
 def install_observability(app: FastAPI, ctx: AppContext) -> None:
     registry = CollectorRegistry()
     requests = Counter("dataexport_http_requests", "HTTP requests", ["method", "route", "status"],
@@ -57,27 +107,7 @@ def install_observability(app: FastAPI, ctx: AppContext) -> None:
                         registry=registry, buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
     registry.register(RunCollector(ctx))
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        request_id = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = request_id
-            return response
-        finally:
-            elapsed = time.perf_counter() - started
-            # The route template, not the raw path: ids must not explode the label space.
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            requests.labels(request.method, route, str(status)).inc()
-            latency.labels(request.method, route).observe(elapsed)
-            # Never the query string or headers: signed URLs and tokens must not reach the logs.
-            log.info("http.request", method=request.method, route=route, status=status,
-                     duration_ms=round(elapsed * 1000, 2))
-            structlog.contextvars.unbind_contextvars("request_id")
+    app.add_middleware(ObservabilityMiddleware, requests=requests, latency=latency)
 
     # Documented as text: the Prometheus exposition format, not JSON.
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True,

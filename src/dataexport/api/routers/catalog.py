@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from dataexport import catalog
 from dataexport.api.context import AppContext
@@ -32,7 +33,7 @@ DYNAMIC_VARS_MAX_RANGE = timedelta(days=31)
 
 
 @router.get("/exportable-fields", response_model=Envelope[list[ExportableFieldOut]], summary="Exportable fields")
-def exportable_fields(
+async def exportable_fields(
     scope: str = Query(..., max_length=255, description="sessions or views"),
     caller: Caller = Depends(get_caller, scope="function"),
 ):
@@ -41,17 +42,24 @@ def exportable_fields(
 
 
 @router.get("/custom-vars", response_model=Envelope[list[CustomVarOut]], summary="Custom variables of the project")
-def custom_vars(caller: Caller = Depends(get_caller, scope="function"), ctx: AppContext = Depends(get_context)):
-    # Custom variables seen over the last 30 days of sessions: recent enough to be cheap, long enough to be complete.
-    now = ctx.clock()
-    files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, now - CUSTOM_VARS_LOOKBACK, now)
-    return ok(variables.list_custom_vars(files, caller.project_id))
+async def custom_vars(
+    caller: Caller = Depends(get_caller, scope="function"), ctx: AppContext = Depends(get_context)
+):
+    def work() -> dict:
+        # Custom variables seen over the last 30 days of sessions: recent enough to be cheap, long enough to be
+        # complete.
+        now = ctx.clock()
+        files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, now - CUSTOM_VARS_LOOKBACK,
+                                now)
+        return ok(variables.list_custom_vars(files, caller.project_id))
+
+    return await run_in_threadpool(work)
 
 
 @router.get(
     "/dynamic-var-keys", response_model=Envelope[list[DynamicVarKeyOut]], summary="Dynamic variable keys in a range"
 )
-def dynamic_var_keys(
+async def dynamic_var_keys(
     from_: str | None = Query(None, alias="from", max_length=64, description="ISO 8601 start (default: 7 days ago)"),
     to: str | None = Query(None, max_length=64, description="ISO 8601 end (default: now)"),
     caller: Caller = Depends(get_caller, scope="function"),
@@ -64,6 +72,10 @@ def dynamic_var_keys(
         raise validation_error("from", "must be before to")
     if end - start > DYNAMIC_VARS_MAX_RANGE:
         raise validation_error("to", "must be at most 31 days after from")
-    # Views of sessions that started up to a day before `start` can still fall in the range.
-    files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, start - timedelta(days=1), end)
-    return ok(variables.list_dynamic_var_keys(files, caller.project_id, start, end))
+
+    def work() -> dict:
+        # Views of sessions that started up to a day before `start` can still fall in the range.
+        files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, start - timedelta(days=1), end)
+        return ok(variables.list_dynamic_var_keys(files, caller.project_id, start, end))
+
+    return await run_in_threadpool(work)

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dataexport.api.context import AppContext
-from dataexport.api.deps import Caller, get_caller, get_context, get_session
-from dataexport.api.envelope import ok
+from dataexport.api.deps import Caller, Db, get_caller, get_context, get_db
+from dataexport.api.envelope import EnvelopeResponse, ok
 from dataexport.api.listing import enum_filter, page_params
 from dataexport.api.presenters import job_out, run_out, successful_run_out
 from dataexport.api.runs_view import run_detail
@@ -115,34 +115,40 @@ async def _create(request: Request, caller: Caller, body) -> dict:
 
 
 @router.get("", response_model=Envelope[list[JobOut]], response_model_exclude_unset=True, summary="List export jobs")
-def list_exports(
+async def list_exports(
     format: str | None = Query(None, max_length=32),
     frequency: str | None = Query(None, max_length=32),
     scope: str | None = Query(None, max_length=255),
     state: str | None = Query(None, max_length=32),
     page: Page = Depends(page_params),
     caller: Caller = Depends(get_caller, scope="function"),
-    session: Session = Depends(get_session, scope="function"),
+    db: Db = Depends(get_db),
     ctx: AppContext = Depends(get_context),
 ):
-    jobs = jobs_repo.list_jobs(
-        session, caller.project_id, page,
-        format=enum_filter(Format, format, "format"),
-        frequency=enum_filter(Frequency, frequency, "frequency"),
-        scope=enum_filter(Scope, scope, "scope"),
-        state=enum_filter(JobState, state, "state"),
-    )
-    return ok([job_out(j, caller.project, ctx.settings) for j in jobs])
+    def work(session: Session) -> dict:
+        jobs = jobs_repo.list_jobs(
+            session, caller.project_id, page,
+            format=enum_filter(Format, format, "format"),
+            frequency=enum_filter(Frequency, frequency, "frequency"),
+            scope=enum_filter(Scope, scope, "scope"),
+            state=enum_filter(JobState, state, "state"),
+        )
+        return ok([job_out(j, caller.project, ctx.settings) for j in jobs])
+
+    return EnvelopeResponse(await db.run(work))
 
 
 @router.get("/successful-runs", response_model=Envelope[list[SuccessfulRunOut]], summary="List successful runs")
-def list_successful_runs(
+async def list_successful_runs(
     page: Page = Depends(page_params),
     caller: Caller = Depends(get_caller, scope="function"),
-    session: Session = Depends(get_session, scope="function"),
+    db: Db = Depends(get_db),
 ):
-    rows = runs_repo.successful_runs(session, caller.project_id, page)
-    return ok([successful_run_out(run, job, n) for run, job, n in rows])
+    def work(session: Session) -> dict:
+        rows = runs_repo.successful_runs(session, caller.project_id, page)
+        return ok([successful_run_out(run, job, n) for run, job, n in rows])
+
+    return await db.run(work)
 
 
 def _job(session: Session, caller: Caller, job_id: int):
@@ -154,60 +160,72 @@ def _job(session: Session, caller: Caller, job_id: int):
 
 
 @router.get("/{jobId}", response_model=Envelope[JobOut], response_model_exclude_unset=True, summary="Get an export job")
-def get_export(
+async def get_export(
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
     caller: Caller = Depends(get_caller, scope="function"),
-    session: Session = Depends(get_session, scope="function"),
+    db: Db = Depends(get_db),
     ctx: AppContext = Depends(get_context),
 ):
-    return ok(job_out(_job(session, caller, job_id), caller.project, ctx.settings))
+    def work(session: Session) -> dict:
+        return ok(job_out(_job(session, caller, job_id), caller.project, ctx.settings))
+
+    return EnvelopeResponse(await db.run(work))
 
 
 @router.get("/{jobId}/runs", response_model=Envelope[list[RunOut]], summary="List the runs of a job")
-def list_job_runs(
+async def list_job_runs(
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
     state: str | None = Query(None, max_length=32),
     page: Page = Depends(page_params),
     caller: Caller = Depends(get_caller, scope="function"),
-    session: Session = Depends(get_session, scope="function"),
+    db: Db = Depends(get_db),
 ):
-    job = _job(session, caller, job_id)
-    # Clients filter runs with job-state words too (state=completed); map them onto run states.
-    run_state = None
-    if state is not None:
-        run_state = _RUN_STATE_ALIASES.get(state.upper()) or enum_filter(RunState, state, "state")
-    return ok([run_out(r) for r in runs_repo.list_runs(session, job.id, page, state=run_state)])
+    def work(session: Session) -> dict:
+        job = _job(session, caller, job_id)
+        # Clients filter runs with job-state words too (state=completed); map them onto run states.
+        run_state = None
+        if state is not None:
+            run_state = _RUN_STATE_ALIASES.get(state.upper()) or enum_filter(RunState, state, "state")
+        return ok([run_out(r) for r in runs_repo.list_runs(session, job.id, page, state=run_state)])
+
+    return EnvelopeResponse(await db.run(work))
 
 
 _RUN_STATE_ALIASES = {"COMPLETED": RunState.SUCCESS, "FAILED": RunState.FAILURE}
 
 
 @router.get("/{jobId}/runs/{runId}", response_model=Envelope[RunDetailOut], summary="Get a job run with its files")
-def get_job_run(
+async def get_job_run(
     request: Request,
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
     run_id: int = Path(..., alias="runId", ge=1, le=2**53),
     caller: Caller = Depends(get_caller, scope="function"),
-    session: Session = Depends(get_session, scope="function"),
+    db: Db = Depends(get_db),
     ctx: AppContext = Depends(get_context),
 ):
-    job = _job(session, caller, job_id)
-    run = runs_repo.get_run(session, job.id, run_id)
-    if run is None:
-        raise NotFound(f"Job run {run_id} not found.")
-    return ok(run_detail(ctx, request, run, runs_repo.list_files(session, run.id)))
+    def work(session: Session) -> dict:
+        job = _job(session, caller, job_id)
+        run = runs_repo.get_run(session, job.id, run_id)
+        if run is None:
+            raise NotFound(f"Job run {run_id} not found.")
+        return ok(run_detail(ctx, request, run, runs_repo.list_files(session, run.id)))
+
+    return EnvelopeResponse(await db.run(work))
 
 
 def _lifecycle_action(action):
-    def handler(
+    async def handler(
         job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
         caller: Caller = Depends(get_caller, scope="function"),
-        session: Session = Depends(get_session, scope="function"),
+        db: Db = Depends(get_db),
         ctx: AppContext = Depends(get_context),
     ):
-        job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=ctx.clock())
-        session.flush()
-        return ok(job_out(job, caller.project, ctx.settings))
+        def work(session: Session) -> dict:
+            job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=ctx.clock())
+            session.flush()
+            return ok(job_out(job, caller.project, ctx.settings))
+
+        return await db.run(work)
 
     return handler
 

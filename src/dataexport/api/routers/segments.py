@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
-from dataexport.api.deps import Caller, get_caller, get_session
+from dataexport.api.deps import Caller, Db, get_caller, get_db
 from dataexport.api.envelope import ok
 from dataexport.api.schemas import ERROR_RESPONSES, Envelope, SegmentOut
 from dataexport.domain.timeparse import format_instant as iso
@@ -26,16 +26,21 @@ def _ids(raw: str | None) -> list[int] | None:
 
 
 @router.get("/segments", response_model=Envelope[list[SegmentOut]], summary="Segments of the project")
-def list_segments(
+async def list_segments(
     ids: str | None = Query(None, max_length=2000, description="Comma-separated segment ids"),
     caller: Caller = Depends(get_caller, scope="function"),
-    session: Session = Depends(get_session, scope="function"),
+    db: Db = Depends(get_db),
 ):
-    segments = segments_repo.list_segments(session, caller.project_id, _ids(ids))
-    return ok(
-        [
-            {"id": s.id, "name": s.name, "source": s.source, "createdAt": iso(s.created_at),
-             "updatedAt": iso(s.updated_at)}
-            for s in segments
-        ]
-    )
+    wanted = _ids(ids)
+
+    def work(session: Session) -> dict:
+        segments = segments_repo.list_segments(session, caller.project_id, wanted)
+        return ok(
+            [
+                {"id": s.id, "name": s.name, "source": s.source, "createdAt": iso(s.created_at),
+                 "updatedAt": iso(s.updated_at)}
+                for s in segments
+            ]
+        )
+
+    return await db.run(work)
