@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.orm import Session
 
+from dataexport.domain.schedule import validate_time_zone
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.errors import Conflict, NotFound, validation_error
 from dataexport.metadata.models import OAuthClient, Project, Segment
@@ -30,14 +30,6 @@ class NewClient:
     secret: str
 
 
-def check_timezone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise validation_error("timezone", f"'{name[:64]}' is not an IANA time zone") from None
-    return name
-
-
 def create_project(
     session: Session, *, name: str, now: datetime, timezone: str = "UTC", retention_days: int = 395,
     account_id: int | None = None,
@@ -46,7 +38,7 @@ def create_project(
         raise validation_error("name", "must not be empty")
     if not 1 <= retention_days <= 3650:
         raise validation_error("retention_days", "must be between 1 and 3650")
-    check_timezone(timezone)
+    validate_time_zone(timezone, "timezone")
     if account_id is None:
         account_id = tenants.create_account(session, name, now).id
     elif tenants.get_account(session, account_id) is None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -51,13 +49,3 @@ def successful_runs(session: Session, project_id: int, page: Page) -> list[tuple
         .where(JobRun.project_id == project_id, JobRun.state == RunState.SUCCESS.value)
     )
     return [tuple(row) for row in session.execute(paginate(stmt, page, JobRun.job_id, JobRun.id))]
-
-
-def latest_run(session: Session, job_id: int) -> JobRun | None:
-    return session.scalars(select(JobRun).where(JobRun.job_id == job_id).order_by(JobRun.id.desc())).first()
-
-
-def mark_state(run: JobRun, state: RunState, now: datetime) -> None:
-    run.state = state.value
-    if state in (RunState.SUCCESS, RunState.FAILURE):
-        run.ended_at = now

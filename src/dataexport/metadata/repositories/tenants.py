@@ -73,7 +73,3 @@ def create_client(
 
 def client_by_client_id(session: Session, client_id: str) -> OAuthClient | None:
     return session.scalars(select(OAuthClient).where(OAuthClient.client_id == client_id)).first()
-
-
-def get_client(session: Session, pk: int) -> OAuthClient | None:
-    return session.get(OAuthClient, pk)

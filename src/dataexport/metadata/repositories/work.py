@@ -109,10 +109,3 @@ def expired_files(session: Session, now: datetime, limit: int = 500) -> list[Run
             select(RunFile).where(RunFile.expiration_date <= now, RunFile.deleted.is_(False)).limit(limit)
         )
     )
-
-
-def runs_by_state(session: Session) -> dict[str, int]:
-    from sqlalchemy import func
-
-    rows = session.execute(select(JobRun.state, func.count()).group_by(JobRun.state))
-    return {state: count for state, count in rows}
