@@ -235,8 +235,9 @@ def _engine_parts(settings: Settings):
 def _stop_on_signals(loop) -> None:
     import signal
 
-    def handler(signum, _frame):
-        console.print(f"received signal {signum}: finishing or handing back the current run", highlight=False)
+    def handler(_signum, _frame):
+        # Only set the flag: printing here could re-enter a write the interrupted thread was making
+        # (a RuntimeError that killed workers on SIGTERM). The loop logs its own stop.
         loop.stopping.set()
 
     signal.signal(signal.SIGTERM, handler)

@@ -31,12 +31,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,15 +45,14 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from processes import Service, answers, service_env, stamp, wait_until
 from support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
 
-SRC_DIR = Path(__file__).resolve().parents[2] / "src"
 JWT_SECRET = "faults-jwt-secret-" + "f" * 32
 # The chaos schedule is reproducible: set DATAEXPORT_TEST_FAULT_SEED to replay another one.
 SEED = int(os.environ.get("DATAEXPORT_TEST_FAULT_SEED", "20240611"))
-STARTUP_TIMEOUT = 60
 FIELDS = {
     "views": [
         {"fieldName": "session_id"}, {"fieldName": "view_number"}, {"fieldName": "url"},
@@ -73,79 +70,8 @@ TERMINAL = {"SUCCESS", "FAILURE"}
 # ---------------------------------------------------------------- processes
 
 
-@dataclass
-class Service:
-    """One restartable `dataexport` service. Each incarnation logs to its own file (never a pipe nobody
-    reads), so the logs of killed incarnations stay readable."""
-
-    name: str
-    args: tuple[str, ...]
-    env: dict[str, str]
-    log_dir: Path
-    port: int | None = None
-    preexec: Callable[[], None] | None = None
-    proc: subprocess.Popen | None = None
-    starts: int = 0
-    kills: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"{self.name}.{self.starts}.log"
-
-    def start(self) -> Service:
-        self.starts += 1
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dataexport.cli", *self.args], env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self.preexec,
-            )
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        assert self.alive(), f"{self.name} was already dead\n{self.tail()}"
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.kills += 1
-
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM (a worker hands back or finishes its run), then SIGKILL if it lingers."""
-        if not self.alive():
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
-
-    def events(self, current_only: bool = False) -> list[dict]:
-        """The structlog JSON lines of every incarnation's log (or the current one's)."""
-        paths = [self.log_path] if current_only else sorted(self.log_dir.glob(f"{self.name}.*.log"))
-        found = []
-        for path in paths:
-            for line in path.read_text(errors="replace").splitlines():
-                if line.startswith("{"):
-                    with contextlib.suppress(ValueError):
-                        found.append(json.loads(line))
-        return found
-
-    def tail(self) -> str:
-        return f"--- {self.name} #{self.starts} ---\n" + self.log_path.read_text(errors="replace")[-3000:]
-
-
 def _env(base: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAEXPORT_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p)
-    env.update({"DATAEXPORT_JWT_SECRET": JWT_SECRET, "DATAEXPORT_LOG_JSON": "true"})
-    env.update(base)
-    return env
+    return service_env({"DATAEXPORT_JWT_SECRET": JWT_SECRET, "DATAEXPORT_LOG_JSON": "true", **base})
 
 
 def _new_tenant(database_url: str, name: str) -> tuple[dict, dict]:
@@ -167,26 +93,6 @@ def _new_tenant(database_url: str, name: str) -> tuple[dict, dict]:
         engine.dispose()
 
 
-def _wait_until(ready: Callable[[], bool], services: list[Service], what: str, timeout: float = STARTUP_TIMEOUT,
-                every: float = 0.2) -> float:
-    """Poll `ready`; fail with the logs if a service died or time ran out. Returns the seconds it took."""
-    started = time.monotonic()
-    while not ready():
-        dead = [s for s in services if not s.alive()]
-        if dead or time.monotonic() - started > timeout:
-            logs = "\n".join(s.tail() for s in (dead or services))
-            raise AssertionError(f"{what}: {'a process exited' if dead else 'timed out'}\n{logs}")
-        time.sleep(every)
-    return time.monotonic() - started
-
-
-def _answers(url: str, path: str = "/healthz", headers: dict | None = None) -> bool:
-    try:
-        return httpx.get(f"{url}{path}", headers=headers, timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def _loop_started(service: Service) -> bool:
     wanted = {"worker": "worker.started", "scheduler": "scheduler.started"}[service.args[0]]
     return any(e.get("event") == wanted for e in service.events(current_only=True))
@@ -195,15 +101,14 @@ def _loop_started(service: Service) -> bool:
 def _start_all(services: list[Service]) -> None:
     for service in services:
         service.start()
-    _wait_until(lambda: all(_answers(s.url) for s in services if s.port), services, "the API did not start")
-    _wait_until(lambda: all(_loop_started(s) for s in services if not s.port), services,
+    wait_until(lambda: all(answers(s.url) for s in services if s.port), services, "the API did not start")
+    wait_until(lambda: all(_loop_started(s) for s in services if not s.port), services,
                 "the worker and scheduler loops did not start")
 
 
 def _stop_all(services: list[Service]) -> None:
     for service in services:
-        if service.alive():
-            service.proc.send_signal(signal.SIGTERM)
+        service.terminate()
     for service in services:
         service.stop()
 
@@ -211,14 +116,10 @@ def _stop_all(services: list[Service]) -> None:
 # ---------------------------------------------------------------- the client side
 
 
-def _stamp(instant: datetime) -> str:
-    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
-
-
 def _once_job(name: str, fmt: str, scope: str, start: datetime, end: datetime) -> dict:
     return {
         "name": name, "format": fmt, "scope": scope, "deviceLabel": "all",
-        "frequency": {"value": "once", "dateRange": {"from": _stamp(start), "to": _stamp(end)}},
+        "frequency": {"value": "once", "dateRange": {"from": stamp(start), "to": stamp(end)}},
         "fields": FIELDS[scope],
     }
 
@@ -360,7 +261,7 @@ def _batch_hits(batch: int, when: datetime) -> list[dict]:
         session_start = when + timedelta(seconds=user)
         hits.append({
             "user_id_unhashed": f"fault-{batch}-{user}", "session_number": 1, "view_number": view + 1,
-            "session_time": _stamp(session_start), "view_time": _stamp(session_start + timedelta(seconds=9 * view)),
+            "session_time": stamp(session_start), "view_time": stamp(session_start + timedelta(seconds=9 * view)),
             "device_id": 1 + i % 3, "url": f"https://shop.example/p/{batch}/{i}", "title": f"Batch {batch}",
             "country_code": "FR",
         })
@@ -508,7 +409,7 @@ def test_busy_period_with_processes_killed_at_random(busy_cluster):
         time.sleep(rng.uniform(0.2, 1.0))
         victim.start()
         if victim is api:
-            _wait_until(lambda: _answers(api.url), services, "the API did not come back")
+            wait_until(lambda: answers(api.url), services, "the API did not come back")
 
     ingester.stopping.set()
     ingester.join(timeout=90)
@@ -520,7 +421,7 @@ def test_busy_period_with_processes_killed_at_random(busy_cluster):
             states = [s for (s,) in conn.execute(text("SELECT state FROM job_runs"))]
         return len(states) >= jobs_created and set(states) <= TERMINAL
 
-    _wait_until(all_terminal, services, "runs did not end", timeout=RUNS_TIMEOUT, every=0.5)
+    wait_until(all_terminal, services, "runs did not end", timeout=RUNS_TIMEOUT, every=0.5)
     report = _check_runs(engine, api.url, headers, workers)
     # Fewer workers are killed than a run has attempts (5), so no run may end FAILURE here.
     assert report.states["FAILURE"] == 0 and report.states["SUCCESS"] >= jobs_created, report
@@ -671,7 +572,7 @@ def test_postgres_restarted_while_jobs_run(private_postgres, tmp_path):
             in_flight += _busy_worker(engine, workers, wait=15) is not None
             private_postgres.pg_ctl("-m", "fast", "restart")
             restarted = time.monotonic()
-            _wait_until(lambda: _answers(api.url, "/v1/exports", headers), services,
+            wait_until(lambda: answers(api.url, "/v1/exports", headers), services,
                         "the API did not answer after the PostgreSQL restart", timeout=API_BACK_WITHIN, every=0.1)
             back_after.append(time.monotonic() - restarted)
 
@@ -680,7 +581,7 @@ def test_postgres_restarted_while_jobs_run(private_postgres, tmp_path):
                 states = [s for (s,) in conn.execute(text("SELECT state FROM job_runs"))]
             return len(states) == jobs and set(states) <= TERMINAL
 
-        _wait_until(all_terminal, services, "runs did not end after the restarts", timeout=RUNS_TIMEOUT, every=0.5)
+        wait_until(all_terminal, services, "runs did not end after the restarts", timeout=RUNS_TIMEOUT, every=0.5)
         assert in_flight >= 1, "no restart happened while a run was running"
         report = _check_runs(engine, api.url, headers, workers)
         assert report.states == Counter({"SUCCESS": jobs}), report
@@ -793,10 +694,10 @@ def test_success_commit_whose_answer_is_lost_keeps_its_files(private_postgres, t
             with engine.connect() as conn:
                 return conn.execute(text("SELECT state FROM job_runs")).scalar() in TERMINAL
 
-        _wait_until(ended, services, "the run did not end", timeout=60)
+        wait_until(ended, services, "the run did not end", timeout=60)
         assert proxy.fired.is_set(), "the proxy never cut a SUCCESS commit"
         # Whatever the worker does about the broken commit, it has done it once it claims again.
-        _wait_until(lambda: proxy.claims_after_cut > 0, services, "the worker did not return to its loop",
+        wait_until(lambda: proxy.claims_after_cut > 0, services, "the worker did not return to its loop",
                     timeout=30, every=0.1)
         with engine.connect() as conn:
             run_id, state = conn.execute(text("SELECT id, state FROM job_runs")).one()
@@ -907,7 +808,7 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
             return detail
 
         # The first attempt fails on the full disk and goes back to RUNNABLE with its error kept.
-        _wait_until(lambda: poll()["errorMessage"] is not None, services, "the attempt did not fail",
+        wait_until(lambda: poll()["errorMessage"] is not None, services, "the attempt did not fail",
                     timeout=30, every=0.1)
         failed = seen[-1]
         assert failed["state"] == "RUNNABLE", failed
@@ -929,7 +830,7 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
             worker.preexec = None
             worker.start()
 
-        _wait_until(lambda: poll()["state"] in TERMINAL, services, "the retried run did not end", timeout=60,
+        wait_until(lambda: poll()["state"] in TERMINAL, services, "the retried run did not end", timeout=60,
                     every=0.1)
         done = seen[-1]
         assert done["state"] == "SUCCESS" and done["errorMessage"] is None, done

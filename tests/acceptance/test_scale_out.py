@@ -12,13 +12,10 @@ import csv
 import gzip
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import cycle
 from pathlib import Path
@@ -28,6 +25,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
+from processes import Service, answers, service_env, stamp, wait_until
 from support import create_pg_database, drop_pg_database, free_port, postgres_available
 
 pytestmark = [
@@ -36,7 +34,6 @@ pytestmark = [
     pytest.mark.skipif(not postgres_available(), reason="PostgreSQL does not answer on 127.0.0.1:5432"),
 ]
 
-SRC_DIR = Path(__file__).resolve().parents[2] / "src"
 JWT_SECRET = "scale-out-jwt-secret-" + "s" * 32
 # Small parts so that every run publishes several objects; a session timeout of one minute so that one
 # job can be created with a run the scheduler process (and only it) has to promote.
@@ -44,7 +41,6 @@ PART_MAX_BYTES = 48 * 1024
 SESSION_TIMEOUT_MINUTES = 1
 DEMO_DAYS = 4
 DEMO_SESSIONS_PER_DAY = 1200
-STARTUP_TIMEOUT = 60
 RUNS_TIMEOUT = 60
 FIELDS = {
     "views": [
@@ -59,40 +55,8 @@ FIELDS = {
 }
 
 
-@dataclass
-class Service:
-    """One `dataexport` subprocess; its output goes to a file (a pipe nobody reads would block it)."""
-
-    name: str
-    proc: subprocess.Popen
-    log_path: Path
-    port: int | None = None
-    exit_code: int | None = field(default=None)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def events(self) -> list[dict]:
-        """The structlog JSON lines of the log; other lines (uvicorn, signal notices) are skipped."""
-        found = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    found.append(json.loads(line))
-                except ValueError:
-                    continue
-        return found
-
-    def tail(self) -> str:
-        return f"--- {self.name} ---\n" + self.log_path.read_text(errors="replace")[-3000:]
-
-
 def _env(base: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAEXPORT_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH")) if p)
-    env.update(base)
-    return env
+    return service_env(base)
 
 
 def _cli_json(env: dict[str, str], *args: str) -> dict:
@@ -102,52 +66,20 @@ def _cli_json(env: dict[str, str], *args: str) -> dict:
 
 
 def _start(name: str, env: dict[str, str], log_dir: Path, *args: str, port: int | None = None) -> Service:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dataexport.cli", *args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    return Service(name, proc, log_path, port)
+    return Service(name, args, env, log_dir, port).start()
 
 
-def _wait_until(ready, services: list[Service], what: str, timeout: float = STARTUP_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        dead = [s for s in services if s.proc.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            logs = "\n".join(s.tail() for s in (dead or services))
-            raise AssertionError(f"{what}: {'a process exited' if dead else 'timed out'}\n{logs}")
-        time.sleep(0.2)
-
-
-def _healthy(api: Service) -> bool:
-    try:
-        return httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def _stop(services: list[Service]) -> None:
-    """SIGTERM to all (workers hand back or finish their run), then kill whatever is still there."""
+def _stop(services: list[Service]) -> dict[str, int | None]:
+    """SIGTERM to all at once (workers hand back or finish their run), then their exit codes."""
     for service in services:
-        if service.proc.poll() is None:
-            service.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for service in services:
-        try:
-            service.exit_code = service.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            service.proc.kill()
-            service.proc.wait(timeout=10)
-
-
-def _stamp(instant: datetime) -> str:
-    return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+        service.terminate()
+    return {service.name: service.stop() for service in services}
 
 
 def _once_job(fmt: str, scope: str, device: str, start: datetime, end: datetime) -> dict:
     return {
         "name": f"scale-out {fmt} {scope} {device}", "format": fmt, "scope": scope, "deviceLabel": device,
-        "frequency": {"value": "once", "dateRange": {"from": _stamp(start), "to": _stamp(end)}},
+        "frequency": {"value": "once", "dateRange": {"from": stamp(start), "to": stamp(end)}},
         "fields": FIELDS[scope],
     }
 
@@ -217,9 +149,9 @@ def cluster(tmp_path, pg_url, s3_endpoint):
     ]
     apis, scheduler, workers = services[:2], services[2], services[3:]
     try:
-        _wait_until(lambda: all(_healthy(a) for a in apis), services, "the API replicas did not start")
+        wait_until(lambda: all(answers(a.url) for a in apis), services, "the API replicas did not start")
         # Jobs are created only when both workers poll, so neither gets a head start on the queue.
-        _wait_until(lambda: all(any(e.get("event") == "worker.started" for e in w.events()) for w in workers)
+        wait_until(lambda: all(any(e.get("event") == "worker.started" for e in w.events()) for w in workers)
                     and any(e.get("event") == "scheduler.started" for e in scheduler.events()),
                     services, "the worker and scheduler loops did not start")
         yield apis, workers, scheduler, client, pg_url
@@ -341,9 +273,9 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
     assert sum(e["runs_promoted"] for e in promoted) == 1, scheduler.tail()
 
     # A worker told to stop (SIGTERM) ends its loop cleanly.
-    _stop(workers)
+    exit_codes = _stop(workers)
     for worker in workers:
-        assert worker.exit_code == 0, worker.tail()
+        assert exit_codes[worker.name] == 0, worker.tail()
         assert any(e.get("event") == "worker.stopped" for e in worker.events()), worker.tail()
 
     print(f"\nscale-out: {len(jobs)} runs in {runs_seconds:.1f}s, parts={sum(parts_per_run.values())}, "
