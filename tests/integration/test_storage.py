@@ -214,9 +214,11 @@ def test_local_url_expired_is_gone(local_backend, tmp_path, run_prefix):
     storage, base_url = local_backend
     key = run_prefix + "part-00000.csv.gz"
     storage.publish(a_file(tmp_path, 10)[0], key)
-    url = storage.download_url(key, expires_at=datetime.now(UTC) + timedelta(seconds=1), base_url=base_url)
+    # URLs carry whole seconds: 3 s leaves at least 2 s for the first download even on a busy machine.
+    expires_at = datetime.now(UTC) + timedelta(seconds=3)
+    url = storage.download_url(key, expires_at=expires_at, base_url=base_url)
     assert httpx.get(url).status_code == 200
-    time.sleep(1.2)
+    time.sleep(max(0.0, expires_at.timestamp() - time.time()) + 0.2)
     assert httpx.get(url).status_code == 410
 
 
