@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import signal
@@ -125,3 +127,15 @@ def answers(url: str, path: str = "/healthz", headers: dict | None = None) -> bo
 
 def stamp(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%dT%H:%M:%S.") + f"{instant.microsecond // 1000:03d}Z"
+
+
+def count_part_records(fmt: str, content: str) -> int:
+    """Records of one decompressed part: CSV parsed as CSV (quoted fields may hold newlines) minus its header;
+    JSONL lines, each of which must be one JSON object."""
+    if fmt == "CSV":
+        records = list(csv.reader(io.StringIO(content, newline="")))
+        assert records, "a CSV part without its header"
+        return len(records) - 1
+    lines = content.splitlines()
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+    return len(lines)

@@ -18,12 +18,9 @@ Each test prints what it injected and what it measured (run with `-s` to see it)
 from __future__ import annotations
 
 import contextlib
-import csv
 import glob
 import gzip
 import hashlib
-import io
-import json
 import os
 import random
 import resource
@@ -45,7 +42,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from processes import Service, answers, service_env, stamp, wait_until
+from processes import Service, answers, count_part_records, service_env, stamp, wait_until
 from support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
@@ -149,16 +146,6 @@ def _create_job(url: str, headers: dict, body: dict, deadline: float = 30) -> in
         time.sleep(0.2)
 
 
-def _count_records(fmt: str, content: str) -> int:
-    if fmt == "CSV":
-        records = list(csv.reader(io.StringIO(content, newline="")))
-        assert records, "a CSV part without its header"
-        return len(records) - 1
-    lines = content.splitlines()
-    assert all(isinstance(json.loads(line), dict) for line in lines)
-    return len(lines)
-
-
 def _check_success(http: httpx.Client, url: str, headers: dict, job_id: int, detail: dict) -> dict:
     """A SUCCESS run's listed files are whole: each downloads, gunzips to the end, has the manifest's size,
     sha256 and rows; together they are the run's rows. Returns the manifest."""
@@ -176,7 +163,7 @@ def _check_success(http: httpx.Client, url: str, headers: dict, job_id: int, det
         assert len(blob) == listed["fileSize"] == part["fileSize"]
         assert hashlib.sha256(blob).hexdigest() == part["sha256"]
         assert f"/a{manifest['attempt']}/" in part["key"]  # every part from the one attempt that won
-        assert _count_records(manifest["format"], gzip.decompress(blob).decode("utf-8")) == part["rows"]
+        assert count_part_records(manifest["format"], gzip.decompress(blob).decode("utf-8")) == part["rows"]
     assert sum(p["rows"] for p in manifest["parts"]) == manifest["totalRows"] == detail["rows"]
     return manifest
 

@@ -8,9 +8,7 @@ part must download through its presigned URL with no Authorization header and ad
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
 import subprocess
 import sys
@@ -22,10 +20,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
-from processes import Service, answers, service_env, stamp, wait_until
+from processes import Service, answers, count_part_records, service_env, stamp, wait_until
 from support import create_pg_database, drop_pg_database, free_port, postgres_available
 
 pytestmark = [
@@ -82,28 +79,6 @@ def _once_job(fmt: str, scope: str, device: str, start: datetime, end: datetime)
         "frequency": {"value": "once", "dateRange": {"from": stamp(start), "to": stamp(end)}},
         "fields": FIELDS[scope],
     }
-
-
-def _count_rows(fmt: str, payload: bytes) -> int:
-    """Records of one part: CSV parsed as CSV (quoted fields may hold newlines) minus its header; JSONL
-    lines, each of which must be one JSON object."""
-    content = gzip.decompress(payload).decode("utf-8")
-    if fmt == "CSV":
-        records = list(csv.reader(io.StringIO(content, newline="")))
-        assert records, "a CSV part without its header"
-        return len(records) - 1
-    lines = content.splitlines()
-    assert all(isinstance(json.loads(line), dict) for line in lines)
-    return len(lines)
-
-
-@pytest.fixture
-def s3_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
@@ -254,7 +229,7 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
                 download = anonymous.get(part["url"])
                 assert download.status_code == 200, download.text
                 assert len(download.content) == part["fileSize"]
-                counted += _count_rows(fmt, download.content)
+                counted += count_part_records(fmt, gzip.decompress(download.content).decode("utf-8"))
             assert counted == detail["rows"] == runs[detail["jobRunId"]].rows > 0, (job_id, counted, detail)
             rows_by_job[job_id] = counted
 

@@ -106,16 +106,7 @@ def build_views(rng: np.random.Generator, s: Sessions, chosen: np.ndarray, now_m
 def to_table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
     """Columns by name (numpy arrays or Arrow arrays) -> a table of `schema` (missing ones null)."""
     n = len(next(iter(columns.values())))
-    arrays = []
-    for f in schema:
-        col = columns.get(f.name)
-        if col is None:
-            arrays.append(pa.nulls(n, f.type))
-        elif isinstance(col, pa.Array):
-            arrays.append(col.cast(f.type))
-        else:
-            arrays.append(_one_chunk(pa.array(col, from_pandas=True).cast(f.type)))
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(_arrays(schema, columns, n), schema=schema)
 
 
 def _kept_counts(sess: np.ndarray) -> np.ndarray:
@@ -183,20 +174,25 @@ def _one_chunk(array: pa.Array | pa.ChunkedArray) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def _lists(counts: np.ndarray, struct_type: pa.StructType, children: dict[str, object]) -> pa.Array:
-    """A list<struct> column: `counts[i]` entries for row i, children given flat in row order."""
-    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
-    np.cumsum(counts, out=offsets[1:])
-    total = int(offsets[-1])
+def _arrays(fields, columns: dict[str, object], n: int) -> list[pa.Array]:
+    """One array per field, in field order, cast to its type; a field without a column is all null."""
     arrays = []
-    for f in struct_type:
-        col = children.get(f.name)
+    for f in fields:
+        col = columns.get(f.name)
         if col is None:
-            arrays.append(pa.nulls(total, f.type))
+            arrays.append(pa.nulls(n, f.type))
         elif isinstance(col, pa.Array):
             arrays.append(col.cast(f.type))
         else:
             arrays.append(_one_chunk(pa.array(col, from_pandas=True).cast(f.type)))
+    return arrays
+
+
+def _lists(counts: np.ndarray, struct_type: pa.StructType, children: dict[str, object]) -> pa.Array:
+    """A list<struct> column: `counts[i]` entries for row i, children given flat in row order."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    arrays = _arrays(struct_type, children, int(offsets[-1]))
     return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(arrays, fields=list(struct_type)))
 
 
