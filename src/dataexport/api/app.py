@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -38,6 +39,10 @@ Get a token from `POST /v1/oauth/token` (client credentials), then call the `/v1
 Extensions beyond the vendor: `DELETE /v1/exports/{jobId}`, `POST /v1/exports/{jobId}/suspend` and
 `/resume`, run details with `from`, `to`, `rows`, `manifestUrl` and `errorMessage`, `/healthz`, `/readyz`.
 """
+
+
+# Threads running the requests' DB work (api.deps.Db): more than a few only add GIL contention.
+MAX_DB_THREADS = 16
 
 
 def resolve_jwt_key(settings: Settings) -> str:
@@ -75,6 +80,10 @@ def build_context(settings: Settings, *, clock: Clock = system_clock, storage=No
     )
 
 
+def _db_executor(ctx: AppContext) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(min(ctx.db_request_slots, MAX_DB_THREADS), thread_name_prefix="db")
+
+
 def create_app(settings: Settings, *, context: AppContext | None = None) -> FastAPI:
     ctx = context or build_context(settings)
 
@@ -87,12 +96,20 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
             yield
         finally:
             background.stop()
+            # Its threads end; a fresh executor (threads start on demand) serves a restarted lifespan.
+            app.state.db_executor.shutdown(wait=False)
+            app.state.db_executor = _db_executor(ctx)
 
     app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   dependencies=[Depends(single_valued_query)])
     app.state.context = ctx
-    # One per app, so it belongs to the event loop serving it (an asyncio primitive binds to one loop).
+    # Bounds the requests using a pooled DB connection at once to fewer than the pool has, keeping connections
+    # free for what runs outside it (the in-process worker and scheduler, token checks, job creation). Each
+    # request takes and returns its connection inside one thread call, so a DB thread never waits for a
+    # connection held by a request that waits for a thread. One per app, so it belongs to the event loop
+    # serving it (an asyncio primitive binds to one loop).
     app.state.db_slots = asyncio.Semaphore(ctx.db_request_slots)
+    app.state.db_executor = _db_executor(ctx)
     install_error_handlers(app)
     install_observability(app, ctx)
     for module in (oauth, exports, catalog, segments, files, ingest, health):

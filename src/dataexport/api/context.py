@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from dataexport.config import Settings
+from dataexport.security.tokens import TokenVerifier
 
 Clock = Callable[[], datetime]
 
@@ -131,3 +132,7 @@ class AppContext:
     warehouse: object | None = None  # PageviewStore: the write side of the warehouse
     db_request_slots: int = 1_000  # see db_request_slots(); the app turns it into its own semaphore
     projects: ProjectCache = field(default_factory=ProjectCache)  # see api.deps.get_caller
+    tokens: TokenVerifier = field(init=False)  # verifies bearer tokens with jwt_key, remembering good ones
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenVerifier(self.jwt_key)

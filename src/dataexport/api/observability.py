@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 from fastapi import FastAPI
@@ -22,6 +23,16 @@ from dataexport.domain.enums import RunState
 from dataexport.metadata.models import JobRun, RunFile
 
 log = structlog.get_logger()
+
+_TEARDOWN = "dataexport.teardown"
+
+
+def at_request_end(scope: Scope, fn: Callable[[], None]) -> None:
+    """Run `fn` when the request is over (response sent, or failed), whatever happened in between.
+
+    Cheaper than a generator dependency, which FastAPI drives through an AsyncExitStack on every request.
+    """
+    scope[_TEARDOWN].append(fn)  # a KeyError here means the app was built without ObservabilityMiddleware
 
 
 class RunCollector:
@@ -51,7 +62,8 @@ class RunCollector:
 
 
 class ObservabilityMiddleware:
-    """Request id, metrics and one `http.request` log line per request, as a plain ASGI middleware.
+    """Request id, metrics, one `http.request` log line and the `at_request_end` calls of each request, as a
+    plain ASGI middleware.
 
     Plain ASGI rather than `@app.middleware("http")` (BaseHTTPMiddleware), which costs a task and a stream
     per request. Never logs the query string or headers: signed URLs and tokens must not reach the logs.
@@ -74,6 +86,8 @@ class ObservabilityMiddleware:
         request_id = request_id or uuid.uuid4().hex
         header = (b"x-request-id", request_id.encode("latin-1"))
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        teardown: list[Callable[[], None]] = []
+        scope[_TEARDOWN] = teardown
         started = time.perf_counter()
         status, elapsed = 500, None
 
@@ -88,6 +102,8 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            for fn in teardown:
+                fn()
             if elapsed is None:
                 elapsed = time.perf_counter() - started
             # The route template, not the raw path: ids must not explode the label space.

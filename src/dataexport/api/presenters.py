@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from sqlalchemy import Row
+
 from dataexport.config import Settings
 from dataexport.domain import schedule
 from dataexport.domain.enums import FILTER_DEVICE_ID_BY_LABEL, DeviceLabel, Frequency, JobState
@@ -18,7 +20,7 @@ def inclusive_end(end: datetime | None) -> datetime | None:
     return None if end is None else end - timedelta(milliseconds=1)
 
 
-def job_out(job: ExportJob, project: Project, settings: Settings) -> dict:
+def job_out(job: ExportJob | Row, project: Project, settings: Settings) -> dict:
     view = schedule.schedule_view(
         Frequency(job.frequency),
         state=JobState(job.state),
@@ -51,7 +53,7 @@ def job_out(job: ExportJob, project: Project, settings: Settings) -> dict:
     }
 
 
-def run_out(run: JobRun) -> dict:
+def run_out(run: JobRun | Row) -> dict:
     return {
         "jobRunId": run.id,
         "startDate": iso(run.started_at),
@@ -61,17 +63,18 @@ def run_out(run: JobRun) -> dict:
     }
 
 
-def successful_run_out(run: JobRun, job: ExportJob, nb_files: int) -> dict:
+def successful_run_out(row: Row) -> dict:
+    """A row of `runs.successful_runs`."""
     return {
-        "jobId": job.id,
-        "jobRunId": run.id,
-        "name": job.name,
-        "projectIds": [job.project_id],
-        "from": iso(run.window_start),
-        "to": iso(inclusive_end(run.window_end)),
-        "completionTime": iso(run.ended_at),
-        "format": job.format,
-        "scope": job.scope,
-        "frequency": job.frequency,
-        "nbOfFiles": nb_files,
+        "jobId": row.job_id,
+        "jobRunId": row.run_id,
+        "name": row.name,
+        "projectIds": [row.project_id],
+        "from": iso(row.window_start),
+        "to": iso(inclusive_end(row.window_end)),
+        "completionTime": iso(row.ended_at),
+        "format": row.format,
+        "scope": row.scope,
+        "frequency": row.frequency,
+        "nbOfFiles": row.nb_files,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+from sqlalchemy import Row
 
 from dataexport.api.context import AppContext
 from dataexport.api.presenters import inclusive_end, run_out
@@ -14,7 +15,7 @@ def base_url(ctx: AppContext, request: Request) -> str:
     return (ctx.settings.public_base_url or str(request.base_url)).rstrip("/")
 
 
-def run_detail(ctx: AppContext, request: Request, run: JobRun, files: list[RunFile]) -> dict:
+def run_detail(ctx: AppContext, request: Request, run: JobRun | Row, files: list[RunFile] | list[Row]) -> dict:
     now = ctx.clock()
     live = [f for f in files if f.expiration_date > now]
     out = run_out(run)

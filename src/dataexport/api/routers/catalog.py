@@ -35,7 +35,7 @@ DYNAMIC_VARS_MAX_RANGE = timedelta(days=31)
 @router.get("/exportable-fields", response_model=Envelope[list[ExportableFieldOut]], summary="Exportable fields")
 async def exportable_fields(
     scope: str = Query(..., max_length=255, description="sessions or views"),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
 ):
     resolved = enum_filter(Scope, scope, "scope")
     return ok([f.as_api() for f in catalog.fields_for(resolved)])
@@ -43,7 +43,7 @@ async def exportable_fields(
 
 @router.get("/custom-vars", response_model=Envelope[list[CustomVarOut]], summary="Custom variables of the project")
 async def custom_vars(
-    caller: Caller = Depends(get_caller, scope="function"), ctx: AppContext = Depends(get_context)
+    caller: Caller = Depends(get_caller), ctx: AppContext = Depends(get_context)
 ):
     def work() -> dict:
         # Custom variables seen over the last 30 days of sessions: recent enough to be cheap, long enough to be
@@ -62,7 +62,7 @@ async def custom_vars(
 async def dynamic_var_keys(
     from_: str | None = Query(None, alias="from", max_length=64, description="ISO 8601 start (default: 7 days ago)"),
     to: str | None = Query(None, max_length=64, description="ISO 8601 end (default: now)"),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
     ctx: AppContext = Depends(get_context),
 ):
     now = ctx.clock()

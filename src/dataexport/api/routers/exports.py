@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -93,7 +94,7 @@ async def _json_body(request: Request):
     summary="Create an export job",
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE_SCHEMA}}}},
 )
-async def create_export(request: Request, caller: Caller = Depends(get_caller, scope="function")):
+async def create_export(request: Request, caller: Caller = Depends(get_caller)):
     # The body is parsed by our own validator, so every error names its JSON path (fields[2].aliasName).
     body = await _json_body(request)
     return await _create(request, caller, body)
@@ -121,13 +122,13 @@ async def list_exports(
     scope: str | None = Query(None, max_length=255),
     state: str | None = Query(None, max_length=32),
     page: Page = Depends(page_params),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
     db: Db = Depends(get_db),
     ctx: AppContext = Depends(get_context),
 ):
-    def work(session: Session) -> dict:
+    def work(conn: Connection) -> dict:
         jobs = jobs_repo.list_jobs(
-            session, caller.project_id, page,
+            conn, caller.project_id, page,
             format=enum_filter(Format, format, "format"),
             frequency=enum_filter(Frequency, frequency, "frequency"),
             scope=enum_filter(Scope, scope, "scope"),
@@ -135,24 +136,23 @@ async def list_exports(
         )
         return ok([job_out(j, caller.project, ctx.settings) for j in jobs])
 
-    return EnvelopeResponse(await db.run(work))
+    return EnvelopeResponse(await db.read(work))
 
 
 @router.get("/successful-runs", response_model=Envelope[list[SuccessfulRunOut]], summary="List successful runs")
 async def list_successful_runs(
     page: Page = Depends(page_params),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
     db: Db = Depends(get_db),
 ):
-    def work(session: Session) -> dict:
-        rows = runs_repo.successful_runs(session, caller.project_id, page)
-        return ok([successful_run_out(run, job, n) for run, job, n in rows])
+    def work(conn: Connection) -> dict:
+        return ok([successful_run_out(row) for row in runs_repo.successful_runs(conn, caller.project_id, page)])
 
-    return await db.run(work)
+    return EnvelopeResponse(await db.read(work))
 
 
-def _job(session: Session, caller: Caller, job_id: int):
-    job = jobs_repo.get_job(session, caller.project_id, job_id)
+def _job(conn: Connection, caller: Caller, job_id: int) -> Row:
+    job = jobs_repo.read_job(conn, caller.project_id, job_id)
     if job is None:
         # Another project's job id is answered exactly like an unknown id.
         raise NotFound(f"Export job {job_id} not found.")
@@ -162,14 +162,14 @@ def _job(session: Session, caller: Caller, job_id: int):
 @router.get("/{jobId}", response_model=Envelope[JobOut], response_model_exclude_unset=True, summary="Get an export job")
 async def get_export(
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
     db: Db = Depends(get_db),
     ctx: AppContext = Depends(get_context),
 ):
-    def work(session: Session) -> dict:
-        return ok(job_out(_job(session, caller, job_id), caller.project, ctx.settings))
+    def work(conn: Connection) -> dict:
+        return ok(job_out(_job(conn, caller, job_id), caller.project, ctx.settings))
 
-    return EnvelopeResponse(await db.run(work))
+    return EnvelopeResponse(await db.read(work))
 
 
 @router.get("/{jobId}/runs", response_model=Envelope[list[RunOut]], summary="List the runs of a job")
@@ -177,18 +177,18 @@ async def list_job_runs(
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
     state: str | None = Query(None, max_length=32),
     page: Page = Depends(page_params),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
     db: Db = Depends(get_db),
 ):
-    def work(session: Session) -> dict:
-        job = _job(session, caller, job_id)
+    def work(conn: Connection) -> dict:
+        job = _job(conn, caller, job_id)
         # Clients filter runs with job-state words too (state=completed); map them onto run states.
         run_state = None
         if state is not None:
             run_state = _RUN_STATE_ALIASES.get(state.upper()) or enum_filter(RunState, state, "state")
-        return ok([run_out(r) for r in runs_repo.list_runs(session, job.id, page, state=run_state)])
+        return ok([run_out(r) for r in runs_repo.list_runs(conn, job.id, page, state=run_state)])
 
-    return EnvelopeResponse(await db.run(work))
+    return EnvelopeResponse(await db.read(work))
 
 
 _RUN_STATE_ALIASES = {"COMPLETED": RunState.SUCCESS, "FAILED": RunState.FAILURE}
@@ -199,24 +199,24 @@ async def get_job_run(
     request: Request,
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
     run_id: int = Path(..., alias="runId", ge=1, le=2**53),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
     db: Db = Depends(get_db),
     ctx: AppContext = Depends(get_context),
 ):
-    def work(session: Session) -> dict:
-        job = _job(session, caller, job_id)
-        run = runs_repo.get_run(session, job.id, run_id)
+    def work(conn: Connection) -> dict:
+        job = _job(conn, caller, job_id)
+        run = runs_repo.get_run(conn, job.id, run_id)
         if run is None:
             raise NotFound(f"Job run {run_id} not found.")
-        return ok(run_detail(ctx, request, run, runs_repo.list_files(session, run.id)))
+        return ok(run_detail(ctx, request, run, runs_repo.list_files(conn, run.id)))
 
-    return EnvelopeResponse(await db.run(work))
+    return EnvelopeResponse(await db.read(work))
 
 
 def _lifecycle_action(action):
     async def handler(
         job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
-        caller: Caller = Depends(get_caller, scope="function"),
+        caller: Caller = Depends(get_caller),
         db: Db = Depends(get_db),
         ctx: AppContext = Depends(get_context),
     ):

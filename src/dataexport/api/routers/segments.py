@@ -28,7 +28,7 @@ def _ids(raw: str | None) -> list[int] | None:
 @router.get("/segments", response_model=Envelope[list[SegmentOut]], summary="Segments of the project")
 async def list_segments(
     ids: str | None = Query(None, max_length=2000, description="Comma-separated segment ids"),
-    caller: Caller = Depends(get_caller, scope="function"),
+    caller: Caller = Depends(get_caller),
     db: Db = Depends(get_db),
 ):
     wanted = _ids(ids)
