@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -384,7 +385,8 @@ def publish_big_part(args, data_dir: Path, base: str) -> str:
 
 
 class ProcSampler:
-    """Samples a process's RSS and CPU seconds from /proc every `every` seconds, with wall-clock stamps."""
+    """Samples RSS and CPU seconds of a process and its descendants (the processes of `serve --processes N`)
+    from /proc every `every` seconds, with wall-clock stamps. CPU of descendants that exited is not counted."""
 
     def __init__(self, pid: int, every: float = 0.05) -> None:
         self.pid, self.every = pid, every
@@ -393,14 +395,27 @@ class ProcSampler:
         self._tick = os.sysconf("SC_CLK_TCK")
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _tree(self) -> list[int]:
+        pids, i = [self.pid], 0
+        while i < len(pids):
+            with contextlib.suppress(OSError):
+                pids += [int(c) for c in Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()]
+            i += 1
+        return pids
+
     def sample(self) -> tuple[float, float, float] | None:
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-            stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 1024
-        return time.time(), rss, (int(stat[11]) + int(stat[12])) / self._tick
+        rss = cpu = 0.0
+        for pid in self._tree():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                if pid == self.pid:
+                    return None
+                continue
+            rss += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0) / 1024
+            cpu += (int(stat[11]) + int(stat[12])) / self._tick
+        return time.time(), rss, cpu
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -428,7 +443,9 @@ class ProcSampler:
 
 def start_server(args, data_dir: Path, port: int) -> tuple[subprocess.Popen, object]:
     log = (data_dir / "serve.log").open("wb")  # a file, not an unread pipe: a chatty server must never block
-    proc = subprocess.Popen([sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port)],
+    command = [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port),
+               "--processes", str(args.server_processes)]
+    proc = subprocess.Popen(command,
                             env=server_env(args, data_dir), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     import httpx
 
@@ -524,7 +541,7 @@ HEADER = f"  {'endpoint':<42} {'requests':>7} {'ok req/s':>9} {'p50 ms':>8} {'p9
 
 def report(args, result: dict, sampler: ProcSampler, load_before: tuple, rss_start: float) -> int:
     iso = result["iso"]
-    print(f"\nserver: dataexport serve (API + worker + scheduler), "
+    print(f"\nserver: dataexport serve --processes {args.server_processes} (each: API + worker + scheduler), "
           f"{'PostgreSQL' if args.database_url else 'SQLite'} metadata; clients {args.clients} over "
           f"{args.projects} projects; server code {args.server_src}\nload average before "
           f"{load_before[0]:.2f} {load_before[1]:.2f} "
@@ -598,6 +615,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20, help="duration of the mixed phase")
     parser.add_argument("--iso-seconds", type=float, default=5, help="duration of each isolated phase")
     parser.add_argument("--rounds", type=int, default=2, help="alternating healthz / get-job rounds")
+    parser.add_argument("--server-processes", type=int, default=1,
+                        help="API processes of the server (`serve --processes N`)")
     parser.add_argument("--warmup-seconds", type=float, default=2)
     parser.add_argument("--max-requests", type=int, default=500_000, help="cap of requests per phase")
     parser.add_argument("--projects", type=int, default=5)

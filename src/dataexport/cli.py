@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,10 +163,12 @@ def serve(
     port: int | None = typer.Option(None, "--port"),
     scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler", help="Run the scheduler in-process"),
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Run a worker in-process"),
+    processes: int | None = typer.Option(None, "--processes", min=1, max=64,
+                                         help="API processes (default 1, or DATAEXPORT_API_PROCESSES)"),
     data_dir: Path | None = DATA_DIR_OPT,
 ):
     """Serve the API (and, by default, a scheduler and a worker in the same process)."""
-    settings = _settings(data_dir, host=host, port=port)
+    settings = _settings(data_dir, host=host, port=port, api_processes=processes)
     settings = settings.model_copy(update={"run_scheduler": scheduler and settings.run_scheduler,
                                            "run_worker": worker and settings.run_worker})
     _serve(settings)
@@ -174,12 +177,24 @@ def serve(
 def _serve(settings: Settings) -> None:
     import uvicorn
 
-    from dataexport.api.app import create_app
+    from dataexport.api.app import SERVE_SETTINGS_ENV, create_app, prepare_shared_state, settle_heap
     from dataexport.logging import configure_logging
 
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                proxy_headers=True, timeout_graceful_shutdown=30)
+    options = {"host": settings.host, "port": settings.port, "log_level": "warning", "proxy_headers": True,
+               "timeout_graceful_shutdown": 30}
+    if settings.api_processes == 1:
+        app = create_app(settings)
+        settle_heap()
+        uvicorn.run(app, **options)
+        return
+    # Several processes: uvicorn's supervisor starts them, each building its app from these exact settings.
+    # What must happen once is done here first: the schema migration and the generated JWT key.
+    prepare_shared_state(settings)
+    os.environ[SERVE_SETTINGS_ENV] = settings.model_dump_json()
+    uvicorn.run("dataexport.api.app:app_for_serve_process", factory=True, workers=settings.api_processes, **options)
+
+
 
 
 @app.command()

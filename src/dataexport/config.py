@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     )
 
     # Engine
+    api_processes: int = Field(
+        1, ge=1, le=64,
+        description="Processes `serve` answers requests with (uvicorn workers), each with its own in-process "
+                    "scheduler and worker when those are on; more than one uses more cores",
+    )
     run_scheduler: bool = Field(True, description="`serve` also runs the scheduler loop in-process")
     run_worker: bool = Field(True, description="`serve` also runs a worker loop in-process")
     hourly_lag_minutes: int = Field(45, description="Wait after an hourly window ends before its run")

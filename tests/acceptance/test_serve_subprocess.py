@@ -25,8 +25,19 @@ def _cli(data_dir: Path, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.fixture
-def served(tmp_path):
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=[1, 2], ids=["1-process", "2-processes"])
+def served(tmp_path, request):
     project = _cli(tmp_path, "projects", "create", "--name", "Acme", "--timezone", "Europe/Paris")
     client = _cli(tmp_path, "clients", "create", "--project", str(project["project_id"]))
     port = free_port()
@@ -34,7 +45,8 @@ def served(tmp_path):
     log_path = tmp_path / "serve.log"
     log_file = log_path.open("wb")  # a file, not a pipe nobody reads: a chatty server must never block
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port), "--no-scheduler", "--no-worker"],
+        [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port), "--no-scheduler", "--no-worker",
+         "--processes", str(request.param)],
         env=env, stdout=log_file, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -49,10 +61,18 @@ def served(tmp_path):
             proc.kill()
             raise RuntimeError("server did not start: " + log_path.read_text(errors="replace")[-2000:])
         time.sleep(0.2)
+    family = [proc.pid, *_children(proc.pid)]
+    if request.param > 1:  # uvicorn's supervisor, its API processes (and multiprocessing's resource tracker)
+        assert len(family) >= 1 + request.param
     yield base, project, client
     proc.terminate()
     proc.wait(timeout=30)
     log_file.close()
+    # A stopped server leaves no process behind.
+    wait_until = time.monotonic() + 10
+    while any(_alive(p) for p in family) and time.monotonic() < wait_until:
+        time.sleep(0.1)
+    assert not [p for p in family if _alive(p)]
 
 
 def test_a_client_script_flow(served):

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from dataexport import catalog
-from dataexport.api.context import AppContext
-from dataexport.api.deps import Caller, get_caller, get_context
+from dataexport.api.deps import Caller, get_caller
 from dataexport.api.envelope import ok
 from dataexport.api.listing import enum_filter
 from dataexport.api.schemas import (
@@ -43,14 +42,14 @@ async def exportable_fields(
 
 @router.get("/custom-vars", response_model=Envelope[list[CustomVarOut]], summary="Custom variables of the project")
 async def custom_vars(
-    caller: Caller = Depends(get_caller), ctx: AppContext = Depends(get_context)
+    caller: Caller = Depends(get_caller),
 ):
     def work() -> dict:
         # Custom variables seen over the last 30 days of sessions: recent enough to be cheap, long enough to be
         # complete.
-        now = ctx.clock()
-        files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, now - CUSTOM_VARS_LOOKBACK,
-                                now)
+        now = caller.ctx.clock()
+        warehouse = caller.ctx.settings.resolved_warehouse_dir
+        files = partition_files(warehouse, caller.project_id, now - CUSTOM_VARS_LOOKBACK, now)
         return ok(variables.list_custom_vars(files, caller.project_id))
 
     return await run_in_threadpool(work)
@@ -63,9 +62,8 @@ async def dynamic_var_keys(
     from_: str | None = Query(None, alias="from", max_length=64, description="ISO 8601 start (default: 7 days ago)"),
     to: str | None = Query(None, max_length=64, description="ISO 8601 end (default: now)"),
     caller: Caller = Depends(get_caller),
-    ctx: AppContext = Depends(get_context),
 ):
-    now = ctx.clock()
+    now = caller.ctx.clock()
     end = parse_instant(to, "to") if to else now
     start = parse_instant(from_, "from") if from_ else end - DYNAMIC_VARS_DEFAULT_RANGE
     if start >= end:
@@ -75,7 +73,8 @@ async def dynamic_var_keys(
 
     def work() -> dict:
         # Views of sessions that started up to a day before `start` can still fall in the range.
-        files = partition_files(ctx.settings.resolved_warehouse_dir, caller.project_id, start - timedelta(days=1), end)
+        warehouse = caller.ctx.settings.resolved_warehouse_dir
+        files = partition_files(warehouse, caller.project_id, start - timedelta(days=1), end)
         return ok(variables.list_dynamic_var_keys(files, caller.project_id, start, end))
 
     return await run_in_threadpool(work)

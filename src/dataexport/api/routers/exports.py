@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from dataexport.api.context import AppContext
-from dataexport.api.deps import Caller, Db, get_caller, get_context, get_db
+from dataexport.api.deps import Caller, get_caller
 from dataexport.api.envelope import EnvelopeResponse, ok
 from dataexport.api.listing import enum_filter, page_params
 from dataexport.api.presenters import job_out, run_out, successful_run_out
@@ -123,8 +123,6 @@ async def list_exports(
     state: str | None = Query(None, max_length=32),
     page: Page = Depends(page_params),
     caller: Caller = Depends(get_caller),
-    db: Db = Depends(get_db),
-    ctx: AppContext = Depends(get_context),
 ):
     def work(conn: Connection) -> dict:
         jobs = jobs_repo.list_jobs(
@@ -134,21 +132,20 @@ async def list_exports(
             scope=enum_filter(Scope, scope, "scope"),
             state=enum_filter(JobState, state, "state"),
         )
-        return ok([job_out(j, caller.project, ctx.settings) for j in jobs])
+        return ok([job_out(j, caller.project, caller.ctx.settings) for j in jobs])
 
-    return EnvelopeResponse(await db.read(work))
+    return EnvelopeResponse(await caller.db.read(work))
 
 
 @router.get("/successful-runs", response_model=Envelope[list[SuccessfulRunOut]], summary="List successful runs")
 async def list_successful_runs(
     page: Page = Depends(page_params),
     caller: Caller = Depends(get_caller),
-    db: Db = Depends(get_db),
 ):
     def work(conn: Connection) -> dict:
         return ok([successful_run_out(row) for row in runs_repo.successful_runs(conn, caller.project_id, page)])
 
-    return EnvelopeResponse(await db.read(work))
+    return EnvelopeResponse(await caller.db.read(work))
 
 
 def _job(conn: Connection, caller: Caller, job_id: int) -> Row:
@@ -163,13 +160,11 @@ def _job(conn: Connection, caller: Caller, job_id: int) -> Row:
 async def get_export(
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
     caller: Caller = Depends(get_caller),
-    db: Db = Depends(get_db),
-    ctx: AppContext = Depends(get_context),
 ):
     def work(conn: Connection) -> dict:
-        return ok(job_out(_job(conn, caller, job_id), caller.project, ctx.settings))
+        return ok(job_out(_job(conn, caller, job_id), caller.project, caller.ctx.settings))
 
-    return EnvelopeResponse(await db.read(work))
+    return EnvelopeResponse(await caller.db.read(work))
 
 
 @router.get("/{jobId}/runs", response_model=Envelope[list[RunOut]], summary="List the runs of a job")
@@ -178,7 +173,6 @@ async def list_job_runs(
     state: str | None = Query(None, max_length=32),
     page: Page = Depends(page_params),
     caller: Caller = Depends(get_caller),
-    db: Db = Depends(get_db),
 ):
     def work(conn: Connection) -> dict:
         job = _job(conn, caller, job_id)
@@ -188,7 +182,7 @@ async def list_job_runs(
             run_state = _RUN_STATE_ALIASES.get(state.upper()) or enum_filter(RunState, state, "state")
         return ok([run_out(r) for r in runs_repo.list_runs(conn, job.id, page, state=run_state)])
 
-    return EnvelopeResponse(await db.read(work))
+    return EnvelopeResponse(await caller.db.read(work))
 
 
 _RUN_STATE_ALIASES = {"COMPLETED": RunState.SUCCESS, "FAILED": RunState.FAILURE}
@@ -200,32 +194,28 @@ async def get_job_run(
     job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
     run_id: int = Path(..., alias="runId", ge=1, le=2**53),
     caller: Caller = Depends(get_caller),
-    db: Db = Depends(get_db),
-    ctx: AppContext = Depends(get_context),
 ):
     def work(conn: Connection) -> dict:
         job = _job(conn, caller, job_id)
         run = runs_repo.get_run(conn, job.id, run_id)
         if run is None:
             raise NotFound(f"Job run {run_id} not found.")
-        return ok(run_detail(ctx, request, run, runs_repo.list_files(conn, run.id)))
+        return ok(run_detail(caller.ctx, request, run, runs_repo.list_files(conn, run.id)))
 
-    return EnvelopeResponse(await db.read(work))
+    return EnvelopeResponse(await caller.db.read(work))
 
 
 def _lifecycle_action(action):
     async def handler(
         job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
         caller: Caller = Depends(get_caller),
-        db: Db = Depends(get_db),
-        ctx: AppContext = Depends(get_context),
     ):
         def work(session: Session) -> dict:
-            job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=ctx.clock())
+            job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=caller.ctx.clock())
             session.flush()
-            return ok(job_out(job, caller.project, ctx.settings))
+            return ok(job_out(job, caller.project, caller.ctx.settings))
 
-        return await db.run(work)
+        return await caller.db.run(work)
 
     return handler
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
-from dataexport.api.deps import Caller, Db, get_caller, get_db
+from dataexport.api.deps import Caller, get_caller
 from dataexport.api.envelope import ok
 from dataexport.api.schemas import ERROR_RESPONSES, Envelope, SegmentOut
 from dataexport.domain.timeparse import format_instant as iso
@@ -29,7 +29,6 @@ def _ids(raw: str | None) -> list[int] | None:
 async def list_segments(
     ids: str | None = Query(None, max_length=2000, description="Comma-separated segment ids"),
     caller: Caller = Depends(get_caller),
-    db: Db = Depends(get_db),
 ):
     wanted = _ids(ids)
 
@@ -43,4 +42,4 @@ async def list_segments(
             ]
         )
 
-    return await db.run(work)
+    return await caller.db.run(work)
