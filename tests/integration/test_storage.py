@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from dataexport.config import Settings
 from dataexport.errors import NotFound, StorageError, ValidationFailed
@@ -24,9 +24,11 @@ from dataexport.storage import (
     S3Storage,
     Storage,
     build_storage,
+    file_response,
     sign,
     signed_file_response,
 )
+from dataexport.storage.http import READ_AT_ONCE
 
 TRAVERSAL_KEYS = ["../x", "%2e%2e/x", "/etc/passwd", "a/../../b", "a\\..\\b", "a/\x00b"]
 
@@ -51,6 +53,8 @@ def file_app(storage: LocalStorage) -> FastAPI:
             request.headers.get("range"),
             datetime.now(UTC),
         )
+        if isinstance(body, bytes):
+            return Response(body, status_code=status, headers=headers)
         return StreamingResponse(body, status_code=status, headers=headers)
 
     return app
@@ -309,3 +313,18 @@ def test_build_storage_from_settings(tmp_path, s3_endpoint):
         build_storage(Settings(storage="ftp", jwt_secret="m"))
     with pytest.raises(ValueError):
         build_storage(Settings(data_dir=tmp_path, storage="local", jwt_secret=None))
+
+
+def test_local_small_answers_are_read_at_once_and_large_ones_streamed(local_backend, tmp_path, run_prefix):
+    storage, _ = local_backend
+    small_key, large_key = run_prefix + "small.csv.gz", run_prefix + "large.csv.gz"
+    small_path, small = a_file(tmp_path, READ_AT_ONCE)
+    large_path, large = a_file(tmp_path, READ_AT_ONCE + 1)
+    storage.publish(small_path, small_key)
+    storage.publish(large_path, large_key)
+    answer = file_response(storage, small_key, None)
+    assert answer.status == 200 and answer.body == small
+    streamed = file_response(storage, large_key, None)
+    assert not isinstance(streamed.body, bytes) and b"".join(streamed.body) == large
+    ranged = file_response(storage, large_key, "bytes=10-")  # a range that is small enough: read at once
+    assert ranged.status == 206 and ranged.body == large[10:]

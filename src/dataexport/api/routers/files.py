@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from dataexport.api.context import AppContext
 from dataexport.api.deps import get_context
@@ -38,4 +38,6 @@ def download(key: str, request: Request, ctx: AppContext = Depends(get_context))
         ctx.storage, key, request.query_params.get("expires"), request.query_params.get("sig"),
         request.headers.get("range"), ctx.clock(),
     )
+    if isinstance(body, bytes):
+        return Response(body, status_code=status, headers=headers)
     return StreamingResponse(body, status_code=status, headers=headers)
