@@ -1,7 +1,9 @@
 """API load: a real `dataexport serve` (API + in-process worker and scheduler) under N concurrent clients.
 
     PYTHONPATH=src .venv/bin/python bench/load.py [--clients 50] [--seconds 20] [--projects 5]
-        [--database-url postgresql://...] [--big-part-mb 256] [--keep]
+        [--server-processes 2] [--database-url postgresql://...] [--big-part-mb 256] [--keep]
+
+The figures of the README use `--server-processes 2` (`serve --processes 2`: one API process per core).
 
 What it does (loopback only; every phase is bounded in time and in request count, then it stops by itself):
 1. Setup, in this process: a temp data dir (SQLite metadata unless --database-url), --projects projects with
