@@ -3,19 +3,23 @@
 Measures, on one JSONL file of demo pageview hits:
   (a) bulk load through `load_files` (pageviews/s),
   (b) DuckDB's own read_json -> COPY TO parquet of the same file, and the ratio a/b (goal >= 0.5),
-  (c) the ingest path of the HTTP endpoint in-process, batches of 1,000 hits
-      (JSON bytes -> parse -> validate -> store.append), in 1 process and in `--processes` processes
-      (goal >= 50,000/s on 2 cores).
-An `--http URL --key K` mode (the same batches through the real server) plugs in at `run_http`.
+  (c) HTTP ingest (with --http): the same batches of 1,000 hits POSTed to a real `dataexport serve
+      --processes N --no-scheduler --no-worker` over `--connections` keep-alive connections (goal >= 50,000/s
+      on 2 cores), with the server's CPU; the client is this process (pre-built bodies, a minimal client);
+  (d) the ingest path in-process, without HTTP (JSON bytes -> parse -> validate -> store.append), in 1 process
+      and in `--processes` processes: what the server's share costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import multiprocessing
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -107,8 +111,70 @@ def run_inprocess(bodies: list[bytes], work: Path, processes: int) -> tuple[int,
     return stored, time.perf_counter() - start
 
 
-def run_http(bodies: list[bytes], url: str, key: str) -> tuple[int, float]:
-    raise SystemExit("--http is not wired yet: POST each body to the ingest route with the key, and time it")
+def run_http(bodies: list[bytes], work: Path, server_processes: int, connections: int) -> tuple[int, float, float]:
+    """(pageviews stored, seconds, server CPU seconds) of POSTing every body to a fresh server."""
+    from load import Connection, ProcSampler, free_port
+
+    data_dir = work / "served"
+    env = {**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_LOG_LEVEL": "WARNING"}
+    cli = [sys.executable, "-m", "dataexport.cli"]
+    created = subprocess.run([*cli, "projects", "create", "--name", "bench", "--json"], env=env, check=True,
+                             capture_output=True, text=True)
+    key = json.loads(created.stdout)["ingest_key"]
+    port = free_port()
+    log = (work / "serve.log").open("wb")
+    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--processes", str(server_processes),
+                               "--no-scheduler", "--no-worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(port, server)
+        headers = {"X-Ingest-Key": key, "Content-Type": "application/json"}
+
+        async def drive() -> int:
+            queue = list(reversed(bodies))
+            stored = 0
+
+            async def client() -> None:
+                nonlocal stored
+                conn = Connection("127.0.0.1", port)
+                while queue:
+                    status, answer, _ = await conn.request("POST", "/ingest/v1/pageviews", headers, queue.pop())
+                    if status != 200:
+                        raise SystemExit(f"ingest answered {status}: {answer[:300]!r}")
+                    stored += orjson.loads(answer)["payload"]["stored"]
+                conn.close()
+
+            await asyncio.gather(*(client() for _ in range(connections)))
+            return stored
+
+        sampler = ProcSampler(server.pid)
+        sampler.start()
+        start = time.perf_counter()
+        stored = asyncio.run(drive())
+        elapsed = time.perf_counter() - start
+        sampler.stop()
+        window = sampler.window(time.time() - elapsed, time.time())
+        server_cpu = window[-1][2] - window[0][2] if len(window) > 1 else float("nan")
+        return stored, elapsed, server_cpu
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+def _wait_healthy(port: int, server: subprocess.Popen) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise SystemExit("the server did not start")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--processes", type=int, default=2, help="processes for the parallel in-process run")
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--http", metavar="URL", default=None)
-    parser.add_argument("--key", default=None)
+    parser.add_argument("--http", action="store_true", help="also measure HTTP ingest through a real server")
+    parser.add_argument("--server-processes", type=int, default=2, help="`serve --processes` for --http")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent client connections for --http")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -138,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         measure("bulk load (load_files)", lambda: run_bulk_load(jsonl, work))
         measure("DuckDB read_json -> parquet", lambda: run_duckdb(jsonl, work))
         if args.http:
-            measure("HTTP ingest, 1,000/request", lambda: run_http(bodies, args.http, args.key))
+            stored, secs, server_cpu = run_http(bodies, work, args.server_processes, args.connections)
+            name = f"HTTP ingest, 1,000/request, {args.server_processes} server processes (server CPU)"
+            results.append((name, stored, secs, server_cpu))
         measure("ingest in-process, 1 process", lambda: run_inprocess(bodies, work, 1))
         if args.processes > 1:
             measure(f"ingest in-process, {args.processes} processes",
@@ -151,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         console.print(table)
         ratio = (results[0][1] / results[0][2]) / (results[1][1] / results[1][2])
         console.print(f"bulk load / DuckDB = {ratio:.2f}x (goal >= 0.5x)")
+        for name, rows, secs, _ in results:
+            if name.startswith("HTTP"):
+                console.print(f"HTTP ingest = {rows / secs:,.0f} pageviews/s (goal >= 50,000/s)")
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         console.print(f"load average now: {load} on {os.cpu_count()} CPUs (other work on the machine skews these)")
     finally:

@@ -4,6 +4,7 @@ builds exactly the same rows; when in doubt it steps aside."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
@@ -30,8 +31,10 @@ def strings(limit, empty_ok=True):
     return valid, ["x" * (limit + 1), 5] + ([] if empty_ok else ["", None])
 
 
-TIMES = (["2026-03-01T10:00:00Z", "2026-03-01T11:00:00.123456+01:00", 1772359200000, 1772359200999],
-         ["2026-03-01T10:00:00", -5, 253402300800000, 1.5, "nope", "2026-03-01", None])
+TIMES = (["2026-03-01T10:00:00Z", "2026-03-01T11:00:00.123456+01:00", "2026-03-01T04:30:00.125-05:30",
+          1772359200000, 1772359200999],
+         ["2026-03-01T10:00:00", -5, 253402300800000, 1.5, "nope", "2026-03-01", None, "2026-02-30T00:00:00Z",
+          "2026-03-01T24:00:00Z", "2026-03-01T23:59:60Z", "2026-03-01T00:00:00+24:00"])
 FIELDS = {
     "user_id_unhashed": strings(128, empty_ok=False), "session_number": ints(1, 65535),
     "session_time": TIMES, "view_number": ints(1, 65535), "view_time": TIMES, "device_id": ints(0, 5),
@@ -148,3 +151,45 @@ def test_doubtful_batches_fall_back_with_errors_reported():
     table, errors = validate_to_table(batch)
     assert table.num_rows == 4 and errors.rejected == 1
     assert [(e.index, e.field) for e in errors.errors] == [(3, "device_id")]
+
+
+@st.composite
+def iso_instants(draw) -> str:
+    """Instants in the shapes trackers send (and near misses): the column-wise Arrow parse must read each
+    exactly as datetime.fromisoformat does, or step aside."""
+    moment = draw(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30)))
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = draw(st.sampled_from(["", f".{moment.microsecond // 1000:03d}", f".{moment.microsecond:06d}",
+                                     ".5", ".1234567"]))
+    zone = draw(st.one_of(st.just("Z"), st.builds(lambda sign, h, m: f"{sign}{h:02d}:{m:02d}",
+                                                   st.sampled_from("+-"), st.integers(0, 24), st.integers(0, 59))))
+    return text + fraction + zone
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(iso_instants(), min_size=1, max_size=5))
+def test_iso_instants_are_read_as_python_reads_them(instants):
+    batch = [{"user_id_unhashed": "u", "session_number": 1, "session_time": t, "view_number": 1, "view_time": t,
+              "device_id": 1, "url": "https://x/"} for t in instants]
+    decoded = decode_batch(json.dumps(batch).encode())
+    slow, rejected = slow_table(batch)
+    if decoded is not None:
+        assert rejected == 0 and decoded.equals(slow), (instants, decoded.to_pylist(), slow.to_pylist())
+    else:
+        assert validate_to_table(batch)[0].equals(slow)
+
+
+def test_common_iso_shapes_are_parsed_column_wise(monkeypatch):
+    from dataexport.warehouse import hits_msgspec
+
+    def one_by_one(values):
+        raise AssertionError(f"per-value parse of {values}")
+
+    monkeypatch.setattr(hits_msgspec, "_times_one_by_one", one_by_one)
+    times = ["2026-03-12T00:00:46.885000+00:00", "2026-03-12T01:00:46.885+01:00", "2026-03-12T00:00:46Z"]
+    batch = [{"user_id_unhashed": "u", "session_number": 1, "session_time": t, "view_number": 1, "view_time": t,
+              "device_id": 1, "url": "https://x/"} for t in times]
+    decoded = decode_batch(json.dumps(batch).encode())
+    assert decoded is not None and decoded.equals(slow_table(batch)[0])
+    assert [v.isoformat() for v in decoded.column("view_time").to_pylist()] == [
+        "2026-03-12T00:00:46.885000+00:00", "2026-03-12T00:00:46.885000+00:00", "2026-03-12T00:00:46+00:00"]
