@@ -32,6 +32,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from dataexport.gc_tuning import settle_heap
 from dataexport.warehouse.bulkload import as_hit, load_files
 from dataexport.warehouse.demo import draw_sessions
 from dataexport.warehouse.demo_views import build_views
@@ -63,6 +64,7 @@ def cpu_seconds() -> float:
 
 
 def run_bulk_load(jsonl: Path, work: Path) -> tuple[int, float]:
+    settle_heap()  # as `dataexport load` does
     root = work / "wh-bulk"
     start = time.perf_counter()
     with PageviewStore(root) as store:
@@ -91,6 +93,7 @@ def request_bodies(jsonl: Path) -> list[bytes]:
 
 def _ingest_worker(args: tuple[str, list[bytes]]) -> int:
     root, bodies = args
+    settle_heap()  # as each `serve` process does
     stored = 0
     with PageviewStore(Path(root)) as store:
         for body in bodies:
@@ -180,11 +183,15 @@ def _wait_healthy(port: int, server: subprocess.Popen) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--processes", type=int, default=2, help="processes for the parallel in-process run")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="processes for the parallel in-process run (0: no in-process runs)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--http", action="store_true", help="also measure HTTP ingest through a real server")
     parser.add_argument("--server-processes", type=int, default=2, help="`serve --processes` for --http")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent client connections for --http")
+    parser.add_argument("--connections", type=int, default=32,
+                        help="concurrent client connections for --http (the server processes share one listening "
+                             "socket and the kernel hands each new connection to one of them: with few "
+                             "connections one process may get most of them)")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
             stored, secs, server_cpu = run_http(bodies, work, args.server_processes, args.connections)
             name = f"HTTP ingest, 1,000/request, {args.server_processes} server processes (server CPU)"
             results.append((name, stored, secs, server_cpu))
-        measure("ingest in-process, 1 process", lambda: run_inprocess(bodies, work, 1))
+        if args.processes:
+            measure("ingest in-process, 1 process", lambda: run_inprocess(bodies, work, 1))
         if args.processes > 1:
             measure(f"ingest in-process, {args.processes} processes",
                     lambda: run_inprocess(bodies, work, args.processes))

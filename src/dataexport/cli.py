@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,8 +176,10 @@ def serve(
 def _serve(settings: Settings) -> None:
     import uvicorn
 
-    from dataexport.api.app import SERVE_SETTINGS_ENV, create_app, prepare_shared_state, settle_heap
+    from dataexport.api.app import create_app, prepare_shared_state
+    from dataexport.gc_tuning import settle_heap
     from dataexport.logging import configure_logging
+    from dataexport.serving import serve_processes
 
     configure_logging(settings.log_level, settings.log_json)
     options = {"host": settings.host, "port": settings.port, "log_level": "warning", "proxy_headers": True,
@@ -188,13 +189,9 @@ def _serve(settings: Settings) -> None:
         settle_heap()
         uvicorn.run(app, **options)
         return
-    # Several processes: uvicorn's supervisor starts them, each building its app from these exact settings.
     # What must happen once is done here first: the schema migration and the generated JWT key.
     prepare_shared_state(settings)
-    os.environ[SERVE_SETTINGS_ENV] = settings.model_dump_json()
-    uvicorn.run("dataexport.api.app:app_for_serve_process", factory=True, workers=settings.api_processes, **options)
-
-
+    raise typer.Exit(serve_processes(settings, options))
 
 
 @app.command()
@@ -207,6 +204,7 @@ def load(
     """Bulk-load pageview hits, with the same validation as HTTP ingest; prints what was stored and rejected."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
+    from dataexport.gc_tuning import settle_heap
     from dataexport.metadata.db import transaction
     from dataexport.metadata.repositories import tenants
     from dataexport.warehouse.bulkload import load_files
@@ -215,6 +213,7 @@ def load(
     settings = _settings(data_dir)
 
     def work():
+        settle_heap()
         with transaction(_sessions(settings)) as session:
             if tenants.get_project(session, project) is None:
                 from dataexport.errors import NotFound
@@ -266,12 +265,14 @@ def worker(
 ):
     """Run a worker: claims runnable runs with a lease and executes them (scale out by starting several)."""
     from dataexport.engine.worker import Worker
+    from dataexport.gc_tuning import settle_heap
     from dataexport.logging import configure_logging
 
     settings = _settings(data_dir)
     configure_logging(settings.log_level, settings.log_json)
     sessions, storage, clock = _engine_parts(settings)
     loop = Worker(sessions, settings, storage, clock)
+    settle_heap()
     if once:
         outcome = loop.run_once()
         typer.echo(json.dumps(None if outcome is None else outcome.__dict__))

@@ -64,7 +64,7 @@ def served(tmp_path, request):
     family = [proc.pid, *_children(proc.pid)]
     if request.param > 1:  # uvicorn's supervisor, its API processes (and multiprocessing's resource tracker)
         assert len(family) >= 1 + request.param
-    yield base, project, client
+    yield base, project, client, proc
     proc.terminate()
     proc.wait(timeout=30)
     log_file.close()
@@ -76,7 +76,7 @@ def served(tmp_path, request):
 
 
 def test_a_client_script_flow(served):
-    base, project, client = served
+    base, project, client, _ = served
     token = httpx.post(f"{base}/v1/oauth/token", data={
         "client_id": client["client_id"], "client_secret": client["client_secret"],
         "grant_type": "client_credentials", "scope": "data-export",
@@ -104,3 +104,25 @@ def test_a_client_script_flow(served):
     spec = httpx.get(f"{endpoint}/openapi.json").json()
     assert {"/v1/oauth/token", "/v1/exports", "/v1/exports/{jobId}/runs/{runId}"} <= set(spec["paths"])
     assert httpx.get(f"{endpoint}/docs").status_code == 200
+
+
+def _api_processes(supervisor: int) -> list[int]:
+    """The API processes of `serve --processes N` (spawned children; not multiprocessing's resource tracker)."""
+    return [p for p in _children(supervisor) if _alive(p) and b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_a_killed_api_process_is_replaced_and_the_others_keep_answering(served, request):
+    base, _, _, proc = served
+    if request.node.callspec.params["served"] == 1:
+        pytest.skip("one process: nothing supervises it (a process manager restarts `serve`)")
+    api = _api_processes(proc.pid)
+    assert len(api) == 2
+    os.kill(api[0], 9)
+    deadline = time.monotonic() + 60
+    while len(set(_api_processes(proc.pid)) - {api[0]}) < 2:
+        assert time.monotonic() < deadline, "the killed API process was not replaced"
+        time.sleep(0.2)
+    # Connections that reached the killed process's socket as it died are refused; after that, every one works.
+    time.sleep(1)
+    assert all(httpx.get(f"{base}/readyz", timeout=10).status_code == 200 for _ in range(30))
+    assert proc.poll() is None  # the supervisor itself carries on

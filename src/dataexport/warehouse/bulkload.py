@@ -30,13 +30,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataexport.errors import FieldError, ValidationFailed
+from dataexport.gc_tuning import settle_heap
 from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitError, validate_hit
 from dataexport.warehouse.hits_columnar import validate_batch
 from dataexport.warehouse.hits_msgspec import decode_batch
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.store import PageviewStore
 
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = 20_000  # CSV and Parquet chunks
+JSONL_CHUNK_BYTES = 16 * 1024 * 1024  # JSONL is cut in blocks of whole lines: the workers split them
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 FAST_SLICE = 2_000  # a bad record sends only its slice through the slower per-hit validator
 MAX_SAMPLES = 20
@@ -124,7 +126,8 @@ class _Pipeline:
     def __enter__(self) -> _Pipeline:
         if self.workers > 1:
             # spawn, not fork: the parent may hold DuckDB or Arrow threads, which fork does not copy safely.
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=settle_heap)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -152,12 +155,15 @@ def process_chunk(chunk: tuple) -> tuple[pa.Table, list[HitError], int]:
     kind, payload = chunk
     if kind != "jsonl":
         return _validate(_DECODERS[kind](payload))
-    tables, errors, rejected = [], [], 0
-    for start in range(0, len(payload), FAST_SLICE):
-        lines = payload[start : start + FAST_SLICE]
-        table = decode_batch(b"[" + b",".join(line for _, line in lines) + b"]")
+    first_number, block = payload
+    lines = block.split(b"\n")
+    kept = [i for i, line in enumerate(lines) if line.strip()]  # blank lines are skipped, but keep their number
+    tables, errors, rejected = [PAGEVIEW_SCHEMA.empty_table()], [], 0
+    for start in range(0, len(kept), FAST_SLICE):
+        indexes = kept[start : start + FAST_SLICE]
+        table = decode_batch(b"[" + b",".join([lines[i] for i in indexes]) + b"]")
         if table is None:  # a bad line, or the file carries derived columns: the general path
-            table, errs, rej = _validate(_decode_jsonl(lines))
+            table, errs, rej = _validate(_decode_jsonl([(first_number + i, lines[i]) for i in indexes]))
             errors.extend(errs)
             rejected += rej
         tables.append(table)
@@ -227,16 +233,14 @@ def _stored_dynamic_var(d: object) -> object:
 
 
 def _jsonl_chunks(path: Path) -> Chunks:
-    lines: list = []
+    """Blocks of whole lines with the number of their first line: the reading process only copies bytes."""
+    number = 1
     with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                lines.append((number, line))
-            if len(lines) >= CHUNK_ROWS:
-                yield ("jsonl", lines), f.tell()
-                lines = []
-        if lines:
-            yield ("jsonl", lines), f.tell()
+        while block := f.read(JSONL_CHUNK_BYTES):
+            if not block.endswith(b"\n"):
+                block += f.readline()  # up to the end of the line cut by the block size (or of the file)
+            yield ("jsonl", (number, block)), f.tell()
+            number += block.count(b"\n")
 
 
 def _decode_jsonl(lines: list[tuple[int, bytes]]) -> list[tuple[int, object]]:

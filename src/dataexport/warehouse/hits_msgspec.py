@@ -197,7 +197,7 @@ def _ids(users: list, sessions: list) -> tuple[pa.Array, pa.Array]:
 
 def _offsets(values: list, n: int) -> np.ndarray:
     offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum(np.fromiter((len(v) if v else 0 for v in values), dtype=np.int32, count=n), out=offsets[1:])
+    np.cumsum([len(v) if v else 0 for v in values], out=offsets[1:])
     return offsets
 
 
@@ -208,6 +208,8 @@ def _struct_list(offsets: np.ndarray, column: str, children: dict[str, pa.Array]
 
 
 def _nested(values: list, column: str, names: list[str], n: int) -> pa.Array:
+    if not any(values):  # the usual case of errors, transactions, app events...: no entry in the whole batch
+        return _struct_list(np.zeros(n + 1, dtype=np.int32), column, {}, 0)
     offsets = _offsets(values, n)
     entries = [e for v in values if v for e in v]
     raw = _transpose(entries, names)
@@ -226,7 +228,8 @@ def _custom_vars(values: list, n: int) -> pa.Array:
     owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
     if len(np.unique(owner * 32 + position)) != len(position):
         raise _Doubt
-    children = {name: pa.array(vals) for name, vals in raw.items()} if entries else {}
+    types = PAGEVIEW_SCHEMA.field("custom_vars").type.value_type
+    children = {name: pa.array(vals, types.field(name).type) for name, vals in raw.items()} if entries else {}
     return _struct_list(offsets, "custom_vars", children, len(entries))
 
 

@@ -48,7 +48,12 @@ from dataexport.warehouse.layout import partition_dir
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 MS_PER_DAY = 86_400_000
-COMPRESSION = "zstd"
+COMPRESSION = "zstd"  # of compacted files (compaction.py): small, with dictionaries and full statistics
+# Files written by `append` live until compaction merges them, so they are written for speed: lz4, no
+# dictionaries, statistics only on the columns exports filter files on. Half the CPU of the zstd defaults (the
+# biggest share of an append), for files about 40% larger until their partition is compacted.
+FRESH_FILE_OPTIONS = {"compression": "lz4", "use_dictionary": False,
+                      "write_statistics": ["session_time", "view_time", "device_id"]}
 _PROJECT = PAGEVIEW_SCHEMA.get_field_index("project_id")
 _INGESTED = PAGEVIEW_SCHEMA.get_field_index("ingested_at")
 
@@ -265,6 +270,6 @@ def _day(days_since_epoch: np.int64) -> date:
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Write and fsync: the file's bytes are on disk before anyone can rename it into view."""
     with open(path, "wb") as f:
-        pq.write_table(table, f, compression=COMPRESSION)
+        pq.write_table(table, f, **FRESH_FILE_OPTIONS)
         f.flush()
         os.fsync(f.fileno())

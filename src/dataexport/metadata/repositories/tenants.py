@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from dataexport.metadata.models import Account, OAuthClient, Project
@@ -45,8 +45,13 @@ def list_projects(session: Session, account_id: int | None = None) -> list[Proje
     return list(session.scalars(stmt))
 
 
-def project_by_ingest_key_hash(session: Session, key_hash: str) -> Project | None:
-    return session.scalars(select(Project).where(Project.ingest_key_hash == key_hash)).first()
+_projects = Project.__table__
+# Run once per ingest request: a Core statement built once (see repositories.jobs).
+_PROJECT_ID_BY_KEY_HASH = select(_projects.c.id).where(_projects.c.ingest_key_hash == bindparam("key_hash"))
+
+
+def project_id_by_ingest_key_hash(conn: Connection, key_hash: str) -> int | None:
+    return conn.execute(_PROJECT_ID_BY_KEY_HASH, {"key_hash": key_hash}).scalar()
 
 
 def count_clients(session: Session, *, account_id: int | None = None, project_id: int | None = None) -> int:
