@@ -116,7 +116,7 @@ def run_inprocess(bodies: list[bytes], work: Path, processes: int) -> tuple[int,
 
 def run_http(bodies: list[bytes], work: Path, server_processes: int, connections: int) -> tuple[int, float, float]:
     """(pageviews stored, seconds, server CPU seconds) of POSTing every body to a fresh server."""
-    from load import Connection, ProcSampler, free_port
+    from load import Connection, ProcSampler, free_port, wait_listening
 
     data_dir = work / "served"
     env = {**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_LOG_LEVEL": "WARNING"}
@@ -130,6 +130,7 @@ def run_http(bodies: list[bytes], work: Path, server_processes: int, connections
                                "--no-scheduler", "--no-worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(port, server)
+        wait_listening(port, server_processes)
         headers = {"X-Ingest-Key": key, "Content-Type": "application/json"}
 
         async def drive() -> int:

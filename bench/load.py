@@ -443,6 +443,22 @@ class ProcSampler:
         return min(self.samples, key=lambda s: abs(s[0] - moment))[1]
 
 
+def listening_sockets(port: int) -> int:
+    """Sockets listening on `port` (/proc/net/tcp, state 0A): one per process of `serve --processes N`."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for r in rows if r.split()[1].endswith(f":{port:04X}") and r.split()[3] == "0A")
+
+
+def wait_listening(port: int, processes: int, timeout: float = 60) -> None:
+    """Until every API process listens: the first to answer /healthz would otherwise get every connection the
+    load opens at once, and the others none."""
+    deadline = time.monotonic() + timeout
+    while listening_sockets(port) < processes:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {listening_sockets(port)} of {processes} server processes listen on {port}")
+        time.sleep(0.1)
+
+
 def start_server(args, data_dir: Path, port: int) -> tuple[subprocess.Popen, object]:
     log = (data_dir / "serve.log").open("wb")  # a file, not an unread pipe: a chatty server must never block
     command = [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port),
@@ -455,6 +471,7 @@ def start_server(args, data_dir: Path, port: int) -> tuple[subprocess.Popen, obj
     while True:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                wait_listening(port, args.server_processes)
                 return proc, log
         except httpx.TransportError:
             pass
