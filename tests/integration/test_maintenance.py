@@ -42,3 +42,9 @@ def test_retention_and_compaction(api, tenant):
     assert all(
         len(list(p.glob("*.parquet"))) == 1 for p in (root / f"pageviews/project_id={tenant.project_id}").iterdir()
     )
+    # Batch-log segments are kept for a week; the demo wrote today's only.
+    assert result.batch_logs_pruned == 0
+    logs = root / "_store" / "batches"
+    (logs / f"project_id={tenant.project_id}" / "2020-01-01.log").write_bytes(b"")
+    assert run_maintenance(ctx.sessions, ctx.settings, now + timedelta(hours=2)).batch_logs_pruned == 1
+    assert list(logs.rglob("*.log")) and not list(logs.rglob("2020-01-01.log"))

@@ -172,7 +172,7 @@ def test_a_torn_commit_line_of_a_dead_writer_is_dropped(tmp_path):
     rows = validate_hits([full_hit("u", v) for v in range(1, 3)]).rows
     with PageviewStore(tmp_path) as store:
         first = store.append(1, rows)
-        log = tmp_path / "_store" / "batches" / "project_id=1.log"
+        log = tmp_path / "_store" / "batches" / "project_id=1" / f"{datetime.now(UTC).date().isoformat()}.log"
         with open(log, "ab") as f:
             f.write(b"deadbeef\t[[\"_store/sta")  # a writer killed in the middle of its line
         second = store.append(1, validate_hits([full_hit("v", 1)]).rows)
@@ -276,3 +276,42 @@ def test_io_error_after_the_commit_point_is_finished_by_the_next_store(tmp_path,
     with PageviewStore(tmp_path) as store:
         assert read_all(tmp_path, 1).num_rows == 3
         assert store.append(1, rows).duplicate
+
+
+def test_retries_are_recognised_for_two_log_days_and_memory_keeps_only_those(tmp_path, monkeypatch):
+    from datetime import date
+
+    from dataexport.warehouse import store as store_module
+
+    day = {"today": date(2026, 3, 1)}
+    monkeypatch.setattr(store_module, "_today", lambda: day["today"])
+    rows = validate_hits([full_hit("u", v) for v in range(1, 3)]).rows
+    with PageviewStore(tmp_path) as store:
+        assert not store.append(1, rows).duplicate
+        day["today"] = date(2026, 3, 2)  # the next day: yesterday's segment still counts
+        assert store.append(1, rows).duplicate
+        day["today"] = date(2026, 3, 3)  # two days later: a new batch as far as the log knows
+        assert not store.append(1, rows).duplicate
+        segments = {p.name for p in store._seen}  # noqa: SLF001 - the bound is the point of the test
+        assert "2026-03-01.log" not in segments and segments <= {"2026-03-03.log", "2026-03-02.log"}
+    logs = sorted(p.name for p in (tmp_path / "_store" / "batches" / "project_id=1").iterdir())
+    assert logs == ["2026-03-01.log", "2026-03-03.log"]
+    # Stored twice, one copy per natural key is what readers get once compacted.
+    assert read_all(tmp_path, 1).num_rows == 4
+
+
+def test_old_batch_log_segments_are_pruned(tmp_path, monkeypatch):
+    from datetime import date
+
+    from dataexport.warehouse import store as store_module
+
+    batches = tmp_path / "_store" / "batches"
+    for i, day in enumerate((date(2026, 2, 1), date(2026, 2, 20), date(2026, 2, 25), date(2026, 3, 1))):
+        monkeypatch.setattr(store_module, "_today", lambda day=day: day)
+        with PageviewStore(tmp_path) as store:
+            store.append(1, validate_hits([full_hit(f"u{i}", 1)]).rows)
+    (batches / "project_id=1.log").write_bytes(b"")  # the single log of the previous layout
+    with PageviewStore(tmp_path) as store:
+        assert store.prune_batch_logs(keep_days=7) == 3  # 02-01 and 02-20 are past the week, and the old log
+    assert sorted(p.name for p in batches.rglob("*.log")) == ["2026-02-25.log", "2026-03-01.log"]
+    assert read_all(tmp_path, 1).num_rows == 4  # pruning logs never touches data

@@ -12,7 +12,6 @@ accepts a few forms Python's does not.
 from __future__ import annotations
 
 from datetime import datetime
-from operator import attrgetter
 from typing import Annotated, Literal, Union
 
 import msgspec
@@ -20,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from msgspec import Meta
+from msgspec.structs import astuple
 
 from dataexport.warehouse.hits import _ID_CACHE, _cached_ids
 from dataexport.warehouse.hits_rules import (
@@ -93,7 +93,6 @@ _HIT_FIELDS += [
 Hit = msgspec.defstruct("Hit", _HIT_FIELDS, forbid_unknown_fields=True, gc=False)
 Envelope = msgspec.defstruct("Envelope", [("hits", list[Hit])], forbid_unknown_fields=True, gc=False)
 _DECODER = msgspec.json.Decoder(Union[list[Hit], Envelope])  # noqa: UP007
-_HIT_NAMES = [f[0] for f in _HIT_FIELDS]
 
 
 class _Doubt(Exception):
@@ -113,26 +112,27 @@ def decode_batch(body: bytes) -> pa.Table | None:
         return None
 
 
-def _transpose(objs: list, names: list[str]) -> dict[str, list]:
+def _transpose(objs: list, struct: type) -> dict[str, list]:
+    """Decoded structs of one type as columns: {field name: [value of each struct]}."""
+    names = struct.__struct_fields__
     if not objs:
         return {name: [] for name in names}
-    if len(names) == 1:
-        return {names[0]: [getattr(o, names[0]) for o in objs]}
-    return dict(zip(names, map(list, zip(*map(attrgetter(*names), objs), strict=True)), strict=True))
+    # astuple yields the fields in declaration order, in C: about twice as fast as attrgetter over the names.
+    return dict(zip(names, map(list, zip(*map(astuple, objs), strict=True)), strict=True))
 
 
 def _table(hits: list) -> pa.Table:
     n = len(hits)
     if n == 0:
         return PAGEVIEW_SCHEMA.empty_table()
-    raw = _transpose(hits, _HIT_NAMES)
+    raw = _transpose(hits, Hit)
     columns: dict[str, pa.Array] = {}
     for name, check in SCALARS.items():
         columns[name] = _scalar(raw[name], check, PAGEVIEW_SCHEMA.field(name).type)
     if pc.any(pc.less(columns["view_time"], columns["session_time"])).as_py():
         raise _Doubt
     for name, struct in _NESTED_STRUCTS.items():
-        columns[name] = _nested(raw[name], name, list(struct.__struct_fields__), n)
+        columns[name] = _nested(raw[name], name, struct, n)
     columns["custom_vars"] = _custom_vars(raw["custom_vars"], n)
     columns["dynamic_vars"] = _dynamic_vars(raw["dynamic_vars"], n)
     columns["user_id"], computed = _ids(raw["user_id_unhashed"], raw["session_number"])
@@ -207,22 +207,22 @@ def _struct_list(offsets: np.ndarray, column: str, children: dict[str, pa.Array]
     return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(arrays, fields=list(struct)))
 
 
-def _nested(values: list, column: str, names: list[str], n: int) -> pa.Array:
+def _nested(values: list, column: str, struct_type: type, n: int) -> pa.Array:
     if not any(values):  # the usual case of errors, transactions, app events...: no entry in the whole batch
         return _struct_list(np.zeros(n + 1, dtype=np.int32), column, {}, 0)
     offsets = _offsets(values, n)
     entries = [e for v in values if v for e in v]
-    raw = _transpose(entries, names)
+    raw = _transpose(entries, struct_type)
     struct = PAGEVIEW_SCHEMA.field(column).type.value_type
     checks = NESTED[column]
-    children = {name: _scalar(raw[name], checks[name], struct.field(name).type) for name in names}
+    children = {name: _scalar(values, checks[name], struct.field(name).type) for name, values in raw.items()}
     return _struct_list(offsets, column, children, len(entries))
 
 
 def _custom_vars(values: list, n: int) -> pa.Array:
     offsets = _offsets(values, n)
     entries = [e for v in values if v for e in v]
-    raw = _transpose(entries, ["position", "key", "value", "scope"])
+    raw = _transpose(entries, CustomVar)
     position = np.array(raw["position"], dtype=np.int64)
     # A position set twice in one hit keeps the last value in `hits`: leave that case to it.
     owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))

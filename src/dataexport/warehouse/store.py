@@ -8,9 +8,11 @@ Guarantees (local filesystem):
   not all happen is finished (rolled forward) by the next store opened on the root; a batch that never
   reached the log is thrown away with its dead writer's staging directory.
 - Idempotent: the batch id (the caller's idempotency key, else a hash of the batch's natural keys) is
-  in that log line; a batch whose id was committed is acknowledged without writing.
-  A different batch that repeats some pageviews is stored; compaction then keeps one copy per natural
-  key (the latest ingested_at).
+  in that log line; a batch whose id was committed in the last IDEMPOTENCY_DAYS log days is acknowledged
+  without writing. A retry after that, or a different batch that repeats some pageviews, is stored;
+  compaction then keeps one copy per natural key (the latest ingested_at).
+- Bounded: the log is cut in daily segments; a store keeps in memory the ids of the last
+  IDEMPOTENCY_DAYS segments only, and `prune_batch_logs` deletes segments past any use.
 - Readers never block writers: files appear by atomic rename into the partition directories that
   `layout.partition_files` lists; a file is complete when visible. A batch spanning several session
   days becomes visible one partition after the other within one commit (microseconds apart).
@@ -18,7 +20,7 @@ Guarantees (local filesystem):
 
 Layout under the root, besides the partitions (see layout.py):
     _store/lock                      the commit lock
-    _store/batches/project_id=P.log  committed batches of a project, one per line: "{id}\t{renames as JSON}"
+    _store/batches/project_id=P/D.log  batches a project committed on UTC day D, one a line: "{id}\t{renames}"
     _store/staging/{writer}/         files being written by one live writer (its .lock held while alive)
 
 Per batch: one fsync per staged file, one for the log line (under the lock: the only I/O wait there),
@@ -36,7 +38,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,8 @@ from dataexport.warehouse.layout import partition_dir
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 MS_PER_DAY = 86_400_000
+# A batch retried within this many log days (today's and yesterday's segments) is recognised as a retry.
+IDEMPOTENCY_DAYS = 2
 COMPRESSION = "zstd"  # of compacted files (compaction.py): small, with dictionaries and full statistics
 # Files written by `append` live until compaction merges them, so they are written for speed: lz4, no
 # dictionaries, statistics only on the columns exports filter files on. Half the CPU of the zstd defaults (the
@@ -73,8 +77,8 @@ class PageviewStore:
         self._lock_path = self.meta / "lock"
         for d in (self.meta / "batches", self.meta / "staging"):
             makedirs_durable(d)
-        self._seen: dict[int, set[str]] = {}
-        self._log_offset: dict[int, int] = {}
+        self._seen: dict[Path, set[str]] = {}  # batch ids by log segment, for the recent segments only
+        self._log_offset: dict[Path, int] = {}
         self._mutex = threading.Lock()
         with self.commit_lock():
             self.recover()
@@ -113,7 +117,8 @@ class PageviewStore:
                 dead.append((writer, fd))
         if dead:  # a dead writer may have died between its commit line and its renames: redo them
             prefixes = tuple(str(w.relative_to(self.root)) + os.sep for w, _ in dead)
-            for log in sorted((self.meta / "batches").glob("*.log")):
+            # Every segment, and the single log of the previous layout (batches/project_id=P.log).
+            for log in sorted([*(self.meta / "batches").glob("*/*.log"), *(self.meta / "batches").glob("*.log")]):
                 for line in _complete_lines(log.read_bytes()):
                     _, _, moves = line.partition("\t")
                     if any(p in moves for p in prefixes):
@@ -172,7 +177,9 @@ class PageviewStore:
 
     def _log_commit(self, project_id: int, batch_id: str, renames: list) -> None:
         """Append the batch's commit line, fsync'd. Under the commit lock."""
-        log = self._log_path(project_id)
+        log = self._log_path(project_id, _today())
+        if not log.parent.is_dir():
+            makedirs_durable(log.parent)
         with open(log, "a+b") as f:
             size = f.seek(0, os.SEEK_END)
             if size:
@@ -186,7 +193,7 @@ class PageviewStore:
         if size == 0:
             fsync_dir(log.parent)
         with self._mutex:
-            self._seen.setdefault(project_id, set()).add(batch_id)
+            self._seen.setdefault(log, set()).add(batch_id)
 
     def _move_into_place(self, renames: list, sync: bool = True) -> set[Path]:
         """Rename staged files into their partitions; renames already done are skipped (safe to repeat)."""
@@ -204,25 +211,49 @@ class PageviewStore:
 
     # -- idempotency log ---------------------------------------------------------------------------
 
-    def _log_path(self, project_id: int) -> Path:
-        return self.meta / "batches" / f"project_id={int(project_id)}.log"
+    def _log_path(self, project_id: int, day: date) -> Path:
+        return self.meta / "batches" / f"project_id={int(project_id)}" / f"{day.isoformat()}.log"
 
     def _committed(self, project_id: int, batch_id: str) -> bool:
-        """Whether the batch id is in the project's log, reading what other processes appended since."""
+        """Whether the batch id is in the project's recent log segments, reading what other processes appended
+        since. Segments that left the window are forgotten, so memory stays bounded."""
+        today = _today()
+        recent = [self._log_path(project_id, today - timedelta(days=d)) for d in range(IDEMPOTENCY_DAYS)]
         with self._mutex:
-            seen = self._seen.setdefault(project_id, set())
-            offset = self._log_offset.get(project_id, 0)
-            try:
-                with open(self._log_path(project_id), "rb") as f:
-                    f.seek(offset)
-                    chunk = f.read()
-            except FileNotFoundError:
-                chunk = b""
-            end = chunk.rfind(b"\n") + 1  # a line being appended right now is read next time
-            if end:
-                seen.update(line.partition("\t")[0] for line in _complete_lines(chunk[:end]))
-                self._log_offset[project_id] = offset + end
-            return batch_id in seen
+            prefix = str(self._log_path(project_id, today).parent) + os.sep
+            for stale in [p for p in self._seen if str(p).startswith(prefix) and p not in recent]:
+                del self._seen[stale]
+                self._log_offset.pop(stale, None)
+            found = False
+            for log in recent:
+                seen = self._seen.setdefault(log, set())
+                offset = self._log_offset.get(log, 0)
+                try:
+                    with open(log, "rb") as f:
+                        f.seek(offset)
+                        chunk = f.read()
+                except FileNotFoundError:
+                    chunk = b""
+                end = chunk.rfind(b"\n") + 1  # a line being appended right now is read next time
+                if end:
+                    seen.update(line.partition("\t")[0] for line in _complete_lines(chunk[:end]))
+                    self._log_offset[log] = offset + end
+                found = found or batch_id in seen
+            return found
+
+    def prune_batch_logs(self, keep_days: int = 7) -> int:
+        """Delete log segments older than `keep_days` (and the log of the previous layout); the number deleted.
+
+        They are past any use: retries are recognised within IDEMPOTENCY_DAYS, and a crashed writer's batch is
+        rolled forward by the next store opened on the root, long before.
+        """
+        oldest = (_today() - timedelta(days=keep_days)).isoformat()
+        batches = self.meta / "batches"
+        old = [p for p in batches.glob("*/*.log") if p.stem < oldest] + list(batches.glob("*.log"))
+        with self.commit_lock():
+            for path in old:
+                path.unlink(missing_ok=True)
+        return len(old)
 
     def _as_table(self, project_id: int, rows: list[dict] | pa.Table, now: datetime | None) -> pa.Table:
         if isinstance(rows, pa.Table):
@@ -235,6 +266,10 @@ class PageviewStore:
         table = table.set_column(_PROJECT, PAGEVIEW_SCHEMA.field(_PROJECT), pa.array(np.full(n, project_id, np.int32)))
         ingested = pa.array(np.full(n, ingested_ms, np.int64)).cast(PAGEVIEW_SCHEMA.field(_INGESTED).type)
         return table.set_column(_INGESTED, PAGEVIEW_SCHEMA.field(_INGESTED), ingested)
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
 
 
 def _complete_lines(data: bytes) -> list[str]:
