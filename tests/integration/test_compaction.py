@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 
 from dataexport.warehouse import compaction
@@ -52,10 +53,21 @@ def test_merges_files_into_one_keeping_the_latest_copy_of_each_pageview(tmp_path
     assert len(list(partition_dir(tmp_path, 2, DAY).glob("*.parquet"))) == 1
 
 
-def test_single_file_partition_is_left_alone(tmp_path):
+def codec(path: Path) -> str:
+    return pq.ParquetFile(path).metadata.row_group(0).column(0).compression
+
+
+def test_a_single_fresh_file_is_rewritten_compactly_once(tmp_path):
     with PageviewStore(tmp_path) as store:
         store.append(1, rows(range(3)))
-        assert compact_partition(store, 1, DAY) is None
+        before = sorted(read(tmp_path))
+        [fresh] = partition_dir(tmp_path, 1, DAY).glob("*.parquet")
+        assert codec(fresh) == "LZ4"  # written for speed at ingest
+        result = compact_partition(store, 1, DAY)
+        assert result is not None and (result.files_before, result.rows_after) == (1, 9)
+        [compacted] = partition_dir(tmp_path, 1, DAY).glob("*.parquet")
+        assert codec(compacted) == "ZSTD" and sorted(read(tmp_path)) == before
+        assert compact_partition(store, 1, DAY) is None  # a compacted single file is left alone
 
 
 def test_rows_appended_during_the_merge_are_kept(tmp_path, monkeypatch):

@@ -45,8 +45,24 @@ class CompactionResult:
     rows_after: int
 
 
+def needs_compaction(files: list[Path], min_files: int = 2) -> bool:
+    """Several files to merge, or one still in the fast format `append` writes (see store.FRESH_FILE_OPTIONS)."""
+    if len(files) >= min_files:
+        return True
+    return len(files) == 1 and _is_fresh(files[0])
+
+
+def _is_fresh(path: Path) -> bool:
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowInvalid):
+        return False  # gone meanwhile (compacted, swept), or unreadable: not ours to rewrite now
+    return metadata.num_row_groups > 0 and metadata.row_group(0).column(0).compression != COMPRESSION.upper()
+
+
 def compact_partition(store: PageviewStore, project_id: int, session_day: date) -> CompactionResult | None:
-    """Merge one partition's files into one. None when there was nothing to do or another run holds it."""
+    """Merge one partition's files into one (or rewrite a single fresh-format file compactly). None when there
+    was nothing to do or another run holds it."""
     live = partition_dir(store.root, project_id, session_day)
     guard = try_lock(store.meta / f"compact-{int(project_id)}-{session_day.isoformat()}.lock")
     if guard is None:
@@ -54,7 +70,7 @@ def compact_partition(store: PageviewStore, project_id: int, session_day: date) 
     try:
         with store.commit_lock():
             sources = sorted(live.glob("*.parquet")) if live.is_dir() else []
-        if len(sources) < 2:
+        if not needs_compaction(sources):
             return None
         new_dir = store.staging / f"compact-{project_id}-{session_day.isoformat()}"
         new_dir.mkdir()
@@ -122,7 +138,8 @@ def compact(
     now: datetime | None = None,
     project_id: int | None = None,
 ) -> list[CompactionResult]:
-    """Compact every partition with at least `min_files` files whose newest file is older than `older_than`.
+    """Compact every partition with at least `min_files` files (or one fresh-format file) whose newest file is older
+    than `older_than`.
 
     Waiting until a partition has settled avoids rewriting today's partition after every batch; run it
     periodically in the background.
@@ -132,7 +149,7 @@ def compact(
     with PageviewStore(root) as store:
         for part in _partitions(Path(root), project_id):
             files = list(part.glob("*.parquet"))
-            if len(files) < min_files:
+            if not needs_compaction(files, min_files):
                 continue
             with contextlib.suppress(FileNotFoundError):  # a file compacted away meanwhile
                 if max(f.stat().st_mtime for f in files) > cutoff:
