@@ -19,9 +19,9 @@ Guarantees (local filesystem):
 - Several processes may append at once: unique file names, and one fcntl lock around the short commit.
 
 Layout under the root, besides the partitions (see layout.py):
-    _store/lock                      the commit lock
+    _store/lock                        the commit lock
     _store/batches/project_id=P/D.log  batches a project committed on UTC day D, one a line: "{id}\t{renames}"
-    _store/staging/{writer}/         files being written by one live writer (its .lock held while alive)
+    _store/staging/{writer}/           files being written by one live writer (its .lock held while alive)
 
 Per batch: one fsync per staged file, one for the log line (under the lock: the only I/O wait there),
 one per touched partition directory (after the lock).
