@@ -168,6 +168,8 @@ def serve(
 ):
     """Serve the API (and, by default, a scheduler and a worker in the same process)."""
     settings = _settings(data_dir, host=host, port=port, api_processes=processes)
+    if settings.api_processes > 1 and settings.port == 0:
+        raise typer.BadParameter("several processes need a fixed port: each binds the same one", param_hint="--port")
     settings = settings.model_copy(update={"run_scheduler": scheduler and settings.run_scheduler,
                                            "run_worker": worker and settings.run_worker})
     _serve(settings)

@@ -48,7 +48,11 @@ def serve_processes(settings: Settings, uvicorn_options: dict[str, Any]) -> int:
         raise ValueError("serve --processes N needs a fixed port: each process binds the same one")
     # Binding here first fails early (port taken by another program), and holds the address meanwhile; it never
     # listens, so the kernel hands it no connection.
-    probe = listening_socket(settings.host, settings.port)
+    try:
+        probe = listening_socket(settings.host, settings.port)
+    except OSError as exc:  # the address is taken by a program without SO_REUSEPORT, or cannot be bound
+        log.error("serve.bind_failed", host=settings.host, port=settings.port, error=str(exc))
+        return 1
     os.environ[SERVE_SETTINGS_ENV] = settings.model_dump_json()
     context = multiprocessing.get_context("spawn")
     stopping = False
