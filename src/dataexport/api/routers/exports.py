@@ -7,9 +7,7 @@ import json
 from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
-from dataexport.api.context import AppContext
 from dataexport.api.deps import Caller, get_caller
 from dataexport.api.envelope import EnvelopeResponse, ok
 from dataexport.api.listing import enum_filter, page_params
@@ -97,22 +95,17 @@ async def _json_body(request: Request):
 async def create_export(request: Request, caller: Caller = Depends(get_caller)):
     # The body is parsed by our own validator, so every error names its JSON path (fields[2].aliasName).
     body = await _json_body(request)
-    return await _create(request, caller, body)
+    ctx = caller.ctx
 
-
-async def _create(request: Request, caller: Caller, body) -> dict:
-    ctx: AppContext = request.app.state.context
-
-    def work() -> dict:
+    def work(session: Session) -> dict:
         now = ctx.clock()
         spec = parse_job_spec(body, now=now, retention_days=caller.project.retention_days)
-        with ctx.sessions() as session, session.begin():
-            job = lifecycle.create_job(
-                session, project=caller.project, actor_id=caller.actor_id, spec=spec, settings=ctx.settings, now=now
-            )
-            return ok({"jobId": job.id})
+        job = lifecycle.create_job(
+            session, project=caller.project, actor_id=caller.actor_id, spec=spec, settings=ctx.settings, now=now
+        )
+        return ok({"jobId": job.id})
 
-    return await run_in_threadpool(work)
+    return await caller.db.run(work)
 
 
 @router.get("", response_model=Envelope[list[JobOut]], response_model_exclude_unset=True, summary="List export jobs")
