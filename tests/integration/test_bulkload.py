@@ -41,7 +41,9 @@ def store(tmp_path):
         yield s
 
 
-def test_jsonl_good_and_bad_lines(tmp_path, store):
+@pytest.mark.parametrize("chunk_bytes", [bulkload.JSONL_CHUNK_BYTES, 150], ids=["one chunk", "many chunks"])
+def test_jsonl_good_and_bad_lines(tmp_path, store, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(bulkload, "JSONL_CHUNK_BYTES", chunk_bytes)  # line numbers must follow the file's anyway
     lines = [json.dumps(hit(i)) for i in range(30)]
     lines[4] = json.dumps(hit(4, device_id=9))
     lines[7] = "{not json"
@@ -69,7 +71,7 @@ def test_jsonl_good_and_bad_lines(tmp_path, store):
 
 
 def test_loading_the_same_file_again_stores_nothing_twice(tmp_path, store, monkeypatch):
-    monkeypatch.setattr(bulkload, "CHUNK_ROWS", 7)  # several chunks, several batches
+    monkeypatch.setattr(bulkload, "JSONL_CHUNK_BYTES", 1000)  # several chunks, several batches
     path = tmp_path / "hits.jsonl"
     path.write_text("".join(json.dumps(hit(i)) + "\n" for i in range(30)))
     first = load_files(store, 1, [path])
@@ -139,7 +141,7 @@ def test_unsupported_or_missing_files_are_validation_errors(tmp_path, store):
 
 
 def test_worker_processes_give_the_same_result(tmp_path, store, monkeypatch):
-    monkeypatch.setattr(bulkload, "CHUNK_ROWS", 10)
+    monkeypatch.setattr(bulkload, "JSONL_CHUNK_BYTES", 1500)  # cut in this process: several chunks per worker
     path = tmp_path / "hits.jsonl"
     lines = [json.dumps(hit(i)) for i in range(45)]
     lines[17] = json.dumps(hit(17, device_id=-1))
@@ -148,5 +150,7 @@ def test_worker_processes_give_the_same_result(tmp_path, store, monkeypatch):
         serial = load_files(serial_store, 1, [path], workers=1)
     parallel = load_files(store, 1, [path], workers=2)
     assert (parallel.rows_stored, parallel.rows_rejected, parallel.samples) == (44, 1, serial.samples)
+    assert [(r.index, r.field) for r in parallel.samples] == [(18, "device_id")]
+    assert list(store.staging.glob("*.parquet")) == []  # every staged file was committed
     same = [n for n in PAGEVIEW_SCHEMA.names if n != "ingested_at"]
     assert stored(store.root, 1).select(same).to_pylist() == stored(tmp_path / "serial", 1).select(same).to_pylist()

@@ -22,7 +22,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -35,10 +35,10 @@ from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitEr
 from dataexport.warehouse.hits_columnar import validate_batch
 from dataexport.warehouse.hits_msgspec import decode_batch
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.store import PageviewStore, StagedBatch, stage
 
 CHUNK_ROWS = 20_000  # CSV and Parquet chunks
-JSONL_CHUNK_BYTES = 16 * 1024 * 1024  # JSONL is cut in blocks of whole lines: the workers split them
+JSONL_CHUNK_BYTES = 16 * 1024 * 1024  # JSONL is cut in byte ranges of whole lines: the workers read them
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 FAST_SLICE = 2_000  # a bad record sends only its slice through the slower per-hit validator
 MAX_SAMPLES = 20
@@ -75,8 +75,9 @@ def load_files(
 ) -> LoadSummary:
     """Validate and store every record of `paths`, chunk by chunk (memory stays flat whatever the size).
 
-    Decoding and validation run in `workers` processes (default: one per CPU, up to 4, for inputs over
-    PARALLEL_MIN_BYTES); this process writes, in file order.
+    Reading, decoding, validation and writing a chunk's files run in `workers` processes (default: one per CPU,
+    up to 4, for inputs over PARALLEL_MIN_BYTES), which stage them in the store's staging directory; this
+    process commits the chunks, in file order.
     """
     paths = [Path(p) for p in paths]
     for p in paths:
@@ -90,16 +91,21 @@ def load_files(
         workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_MIN_BYTES else 1
     summary = LoadSummary()
     done_before = 0
-    with _Pipeline(workers) as pipeline:
+    target = (project_id, str(store.staging))
+    with _Pipeline(workers, target) as pipeline:
         for path in paths:
             reader = _reader_for(path)
             assert reader is not None
+            lines_before = 0  # JSONL chunks number their lines from 1: this makes the numbers the file's
             try:
-                for (table, errors, rejected), done_in_file in pipeline.map(reader(path)):
+                for (staged, errors, rejected, lines), done_in_file in pipeline.map(reader(path)):
+                    if lines_before:
+                        errors = [replace(e, index=e.index + lines_before) for e in errors]
+                    lines_before += lines
                     _count_rejections(summary, str(path), errors)
                     summary.rows_rejected += rejected
-                    if table.num_rows:
-                        stored = store.append(project_id, table)
+                    if staged.rows:
+                        stored = store.commit(project_id, staged)
                         if stored.duplicate:
                             summary.rows_already_stored += stored.rows
                         else:
@@ -117,10 +123,15 @@ def load_files(
 
 
 class _Pipeline:
-    """Runs `process_chunk` in worker processes with a bounded number of chunks in flight, in order."""
+    """Runs `process_chunk` in worker processes with a bounded number of chunks in flight, in order.
 
-    def __init__(self, workers: int):
+    A chunk staged by a worker whose result is never committed (the load failed meanwhile) leaves files in
+    the staging directory: no commit line names them, so the next store opened on the root removes them.
+    """
+
+    def __init__(self, workers: int, target: tuple[int, str]):
         self.workers = workers
+        self.target = target  # (project id, staging directory)
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> _Pipeline:
@@ -141,11 +152,11 @@ class _Pipeline:
     def map(self, chunks: Iterator[tuple[tuple, int]]) -> Iterator[tuple[tuple, int]]:
         if self.pool is None:
             for chunk, done in chunks:
-                yield process_chunk(chunk), done
+                yield process_chunk(chunk, self.target), done
             return
         in_flight: deque = deque()
         for chunk, done in chunks:
-            in_flight.append((self.pool.submit(process_chunk, chunk), done))
+            in_flight.append((self.pool.submit(process_chunk, chunk, self.target), done))
             if len(in_flight) >= 2 * self.workers:
                 future, d = in_flight.popleft()
                 yield future.result(), d
@@ -154,24 +165,39 @@ class _Pipeline:
             yield future.result(), d
 
 
-def process_chunk(chunk: tuple) -> tuple[pa.Table, list[HitError], int]:
-    """Decode one raw chunk of a file and validate it (runs in a worker process)."""
+def process_chunk(chunk: tuple, target: tuple[int, str]) -> tuple[StagedBatch, list[HitError], int, int]:
+    """Read one chunk of a file, validate it and stage its files (runs in a worker process).
+
+    Returns the staged batch, the rejections, their count, and the chunk's number of lines (JSONL: its
+    rejections are numbered from the chunk's first line; 0 for the other formats, numbered in the file).
+    """
     kind, payload = chunk
-    if kind != "jsonl":
-        return _validate(_DECODERS[kind](payload))
-    first_number, block = payload
+    project_id, staging = target
+    lines = 0
+    if kind == "jsonl":
+        table, errors, rejected, lines = _jsonl_table(*payload)
+    else:
+        table, errors, rejected = _validate(_DECODERS[kind](payload))
+    staged = stage(project_id, table, Path(staging)) if table.num_rows else StagedBatch("", 0)
+    return staged, errors, rejected, lines
+
+
+def _jsonl_table(path: str, start: int, end: int) -> tuple[pa.Table, list[HitError], int, int]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        block = f.read(end - start)
     lines = block.split(b"\n")
     kept = [i for i, line in enumerate(lines) if line.strip()]  # blank lines are skipped, but keep their number
     tables, errors, rejected = [PAGEVIEW_SCHEMA.empty_table()], [], 0
-    for start in range(0, len(kept), FAST_SLICE):
-        indexes = kept[start : start + FAST_SLICE]
+    for first in range(0, len(kept), FAST_SLICE):
+        indexes = kept[first : first + FAST_SLICE]
         table = decode_batch(b"[" + b",".join([lines[i] for i in indexes]) + b"]")
         if table is None:  # a bad line, or the file carries derived columns: the general path
-            table, errs, rej = _validate(_decode_jsonl([(first_number + i, lines[i]) for i in indexes]))
+            table, errs, rej = _validate(_decode_jsonl([(1 + i, lines[i]) for i in indexes]))
             errors.extend(errs)
             rejected += rej
         tables.append(table)
-    return pa.concat_tables(tables), errors, rejected
+    return pa.concat_tables(tables), errors, rejected, block.count(b"\n")
 
 
 def _validate(records: list[tuple[int, object]]) -> tuple[pa.Table, list[HitError], int]:
@@ -237,14 +263,17 @@ def _stored_dynamic_var(d: object) -> object:
 
 
 def _jsonl_chunks(path: Path) -> Chunks:
-    """Blocks of whole lines with the number of their first line: the reading process only copies bytes."""
-    number = 1
+    """Byte ranges of whole lines, about JSONL_CHUNK_BYTES each: the workers read them (this process only looks
+    for line ends)."""
+    size = path.stat().st_size
+    start = 0
     with open(path, "rb") as f:
-        while block := f.read(JSONL_CHUNK_BYTES):
-            if not block.endswith(b"\n"):
-                block += f.readline()  # up to the end of the line cut by the block size (or of the file)
-            yield ("jsonl", (number, block)), f.tell()
-            number += block.count(b"\n")
+        while start < size:
+            f.seek(min(start + JSONL_CHUNK_BYTES, size))
+            f.readline()  # to the end of the line the block size cut (nothing at the end of the file)
+            end = f.tell()
+            yield ("jsonl", (str(path), start, end)), end
+            start = end
 
 
 def _decode_jsonl(lines: list[tuple[int, bytes]]) -> list[tuple[int, object]]:
@@ -329,4 +358,4 @@ def _decode_parquet(payload: tuple[int, pa.RecordBatch]) -> list[tuple[int, obje
     ]
 
 
-_DECODERS = {"jsonl": _decode_jsonl, "csv": _decode_csv, "parquet": _decode_parquet}
+_DECODERS = {"csv": _decode_csv, "parquet": _decode_parquet}  # JSONL: _jsonl_table

@@ -144,36 +144,42 @@ class PageviewStore:
 
         project_id and ingested_at are set here; the other columns are taken as given.
         """
-        table = self._as_table(project_id, rows, now)
+        table = as_stored_table(project_id, rows, now)
         if table.num_rows == 0:
             return StoredBatch(batch_id="", rows=0)
         batch_id = batch_id_of(project_id, table, batch_key)
-        if self._committed(project_id, batch_id):
+        if self._committed(project_id, batch_id):  # a retry: nothing to write
             return StoredBatch(batch_id, table.num_rows, duplicate=True)
-        moves = []
+        return self.commit(project_id, _write_staged(table, batch_id, self.staging))
+
+    def commit(self, project_id: int, staged: StagedBatch) -> StoredBatch:
+        """Commit a batch staged in this store's staging directory (by `append`, or by `stage` in another
+        process): the commit point, then the renames into the partitions. A batch committed before is
+        acknowledged as a duplicate; whatever happens short of the commit point, the staged files are removed."""
         committed = False
+        moves = []
         try:
-            for day, part in split_by_session_day(table):
-                staged = self.new_staging_path()
-                write_parquet(part, staged)
-                name = f"{int(time.time() * 1000)}-{batch_id[:12]}-{staged.stem[:8]}.parquet"
-                final = partition_dir(self.root, project_id, day) / name
-                moves.append((staged, final))
+            for day, staged_path in staged.parts:
+                source = Path(staged_path)
+                if source.parent != self.staging:
+                    raise ValueError(f"{source} is not in this store's staging directory")
+                name = f"{int(time.time() * 1000)}-{staged.batch_id[:12]}-{source.stem[:8]}.parquet"
+                moves.append((source, partition_dir(self.root, project_id, day) / name))
+            if not moves:
+                return StoredBatch(staged.batch_id, staged.rows)
             renames = [[str(s.relative_to(self.root)), str(d.relative_to(self.root))] for s, d in moves]
             with self.commit_lock():
-                if self._committed(project_id, batch_id):  # a concurrent retry got there first
-                    return StoredBatch(batch_id, table.num_rows, duplicate=True)
-                self._log_commit(project_id, batch_id, renames)  # the commit point
+                if self._committed(project_id, staged.batch_id):  # committed before, or by a concurrent retry
+                    return StoredBatch(staged.batch_id, staged.rows, duplicate=True)
+                self._log_commit(project_id, staged.batch_id, renames)  # the commit point
                 committed = True
                 touched = self._move_into_place(renames, sync=False)
             for d in touched:  # before acknowledging; outside the lock so other writers need not wait
                 fsync_dir(d)
         finally:
-            if not committed:  # a failure before the commit point leaves nothing behind
-                for staged, _ in moves:
-                    with contextlib.suppress(FileNotFoundError):
-                        staged.unlink()
-        return StoredBatch(batch_id, table.num_rows, [str(d) for _, d in moves])
+            if not committed:  # a failure or a duplicate before the commit point leaves nothing behind
+                _discard(staged.parts)
+        return StoredBatch(staged.batch_id, staged.rows, [str(d) for _, d in moves])
 
     def _log_commit(self, project_id: int, batch_id: str, renames: list) -> None:
         """Append the batch's commit line, fsync'd. Under the commit lock."""
@@ -255,17 +261,65 @@ class PageviewStore:
                 path.unlink(missing_ok=True)
         return len(old)
 
-    def _as_table(self, project_id: int, rows: list[dict] | pa.Table, now: datetime | None) -> pa.Table:
-        if isinstance(rows, pa.Table):
-            table = rows.select(PAGEVIEW_SCHEMA.names) if rows.schema.names != PAGEVIEW_SCHEMA.names else rows
-            table = table.cast(PAGEVIEW_SCHEMA)
-        else:
-            table = pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA)
-        n = table.num_rows
-        ingested_ms = int((now.timestamp() if now else time.time()) * 1000)
-        table = table.set_column(_PROJECT, PAGEVIEW_SCHEMA.field(_PROJECT), pa.array(np.full(n, project_id, np.int32)))
-        ingested = pa.array(np.full(n, ingested_ms, np.int64)).cast(PAGEVIEW_SCHEMA.field(_INGESTED).type)
-        return table.set_column(_INGESTED, PAGEVIEW_SCHEMA.field(_INGESTED), ingested)
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch whose files are written and fsync'd in a staging directory, not yet committed."""
+
+    batch_id: str
+    rows: int
+    parts: tuple[tuple[date, str], ...] = ()  # (session day, staged file) for each day the batch touches
+
+
+def stage(
+    project_id: int,
+    rows: list[dict] | pa.Table,
+    staging: Path,
+    *,
+    batch_key: str | None = None,
+    now: datetime | None = None,
+) -> StagedBatch:
+    """The slow half of an append, which any process may do: write the batch's files into `staging` (the
+    `staging` directory of the store that will commit it). `PageviewStore.commit` is the other half."""
+    table = as_stored_table(project_id, rows, now)
+    if table.num_rows == 0:
+        return StagedBatch(batch_id="", rows=0)
+    return _write_staged(table, batch_id_of(project_id, table, batch_key), Path(staging))
+
+
+def _write_staged(table: pa.Table, batch_id: str, staging: Path) -> StagedBatch:
+    parts: list[tuple[date, str]] = []
+    try:
+        for day, part in split_by_session_day(table):
+            path = staging / f"{uuid.uuid4().hex}.parquet"
+            parts.append((day, str(path)))
+            write_parquet(part, path)
+    except BaseException:
+        _discard(parts)
+        raise
+    return StagedBatch(batch_id, table.num_rows, tuple(parts))
+
+
+def _discard(parts) -> None:
+    for _, path in parts:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def as_stored_table(project_id: int, rows: list[dict] | pa.Table, now: datetime | None) -> pa.Table:
+    """Validated rows (dicts from `hits`, or a table with the schema's columns) as stored: project_id and
+    ingested_at set, the other columns taken as given."""
+    if isinstance(rows, pa.Table):
+        table = rows.select(PAGEVIEW_SCHEMA.names) if rows.schema.names != PAGEVIEW_SCHEMA.names else rows
+        table = table.cast(PAGEVIEW_SCHEMA)
+    else:
+        table = pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA)
+    n = table.num_rows
+    ingested_ms = int((now.timestamp() if now else time.time()) * 1000)
+    table = table.set_column(_PROJECT, PAGEVIEW_SCHEMA.field(_PROJECT), pa.array(np.full(n, project_id, np.int32)))
+    ingested = pa.array(np.full(n, ingested_ms, np.int64)).cast(PAGEVIEW_SCHEMA.field(_INGESTED).type)
+    return table.set_column(_INGESTED, PAGEVIEW_SCHEMA.field(_INGESTED), ingested)
 
 
 def _today() -> date:
