@@ -183,6 +183,8 @@ def test_variables_endpoints_answer_empty_without_data(http, tenant):
     assert answer.json() == {"payload": [], "success": True}
     bad = http.get("/v1/dynamic-var-keys?from=yesterday", headers=tenant.headers)
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "from"
+    empty = http.get("/v1/dynamic-var-keys?to=", headers=tenant.headers)  # given but empty: not the default
+    assert empty.status_code == 400 and empty.json()["errors"][0]["field"] == "to"
 
 
 def test_more_than_ten_concurrent_requests_get_429(api, tenant):

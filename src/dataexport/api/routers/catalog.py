@@ -64,8 +64,9 @@ async def dynamic_var_keys(
     caller: Caller = Depends(get_caller),
 ):
     now = caller.ctx.clock()
-    end = parse_instant(to, "to") if to else now
-    start = parse_instant(from_, "from") if from_ else end - DYNAMIC_VARS_DEFAULT_RANGE
+    # Absent means the default; given but empty (`?from=`) is a bad instant, refused like any other.
+    end = parse_instant(to, "to") if to is not None else now
+    start = parse_instant(from_, "from") if from_ is not None else end - DYNAMIC_VARS_DEFAULT_RANGE
     if start >= end:
         raise validation_error("from", "must be before to")
     if end - start > DYNAMIC_VARS_MAX_RANGE:
