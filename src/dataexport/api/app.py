@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     # serving it (an asyncio primitive binds to one loop).
     app.state.db_slots = asyncio.Semaphore(ctx.db_request_slots)
     app.state.db_executor = _db_executor(ctx)
+    app.state.ingest_gate = asyncio.Semaphore(ingest.INGEST_BATCHES_AT_ONCE)
     install_error_handlers(app)
     install_observability(app, ctx)
     for module in (oauth, exports, catalog, segments, files, ingest, health):

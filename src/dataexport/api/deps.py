@@ -79,7 +79,8 @@ class Db:
             return fn(conn, *args)
 
 
-async def get_db(request: Request) -> Db:
+def request_db(request: Request) -> Db:
+    """The request's DB access: the app's engine and sessions, behind its DB gate and threads."""
     ctx, state = request.app.state.context, request.app.state
     return Db(ctx.engine, ctx.sessions, state.db_slots, state.db_executor)
 
@@ -124,7 +125,7 @@ async def _project(request: Request, ctx: AppContext, project_id: int) -> Projec
     project = ctx.projects.get(project_id)
     if project is not None:
         return project
-    return await (await get_db(request)).run(_read_project, ctx, project_id)
+    return await request_db(request).run(_read_project, ctx, project_id)
 
 
 async def get_caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Caller:
@@ -139,4 +140,4 @@ async def get_caller(request: Request, credentials: HTTPAuthorizationCredentials
     if not ctx.concurrency.try_acquire(project.id):
         raise TooManyRequests()
     at_request_end(request.scope, partial(ctx.concurrency.release, project.id))
-    return Caller(claims=claims, project=project, db=await get_db(request), ctx=ctx)
+    return Caller(claims=claims, project=project, db=request_db(request), ctx=ctx)

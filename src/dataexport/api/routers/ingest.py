@@ -7,8 +7,6 @@ when no hit of the batch could be stored is the answer a 400. A retried batch (s
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -39,14 +37,7 @@ def _project_id(ctx: AppContext, key: str | None) -> int:
 # Batches one process ingests at once; the others wait on the event loop, not in threads. Ingest is CPU-bound
 # Python: more threads only fight over the GIL, each costing more CPU per hit (bench/ingest.py --http: 46 µs a
 # hit with 8 at once, 29 µs with 2), while a second one overlaps its parsing with the other's file writes.
-INGEST_BATCHES_AT_ONCE = 2
-
-
-def _ingest_gate(request: Request) -> asyncio.Semaphore:
-    gate = getattr(request.app.state, "ingest_gate", None)
-    if gate is None:  # created on first use, so it belongs to the loop serving the app
-        gate = request.app.state.ingest_gate = asyncio.Semaphore(INGEST_BATCHES_AT_ONCE)
-    return gate
+INGEST_BATCHES_AT_ONCE = 2  # the app's `ingest_gate` semaphore (api.app.create_app)
 
 
 def _ndjson_to_array(raw: bytes) -> bytes:
@@ -85,7 +76,7 @@ async def ingest_pageviews(
         project_id = _project_id(ctx, key)
         return ingest(ctx.warehouse, project_id, raw, idempotency_key=idempotency_key, now=ctx.clock())
 
-    async with _ingest_gate(request):
+    async with request.app.state.ingest_gate:
         result = await run_in_threadpool(work)
     errors = [{"index": e.index, "field": e.field, "message": e.message} for e in result.errors]
     if result.stored == 0 and result.rejected > 0:
