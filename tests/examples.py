@@ -19,6 +19,13 @@ def example_daily(segment_id=None) -> dict:
     return body
 
 
+def two_closed_days(now: datetime) -> datetime:
+    """Midnight starting a two-day window that closed over an hour before `now` (so its once run is RUNNABLE
+    at creation) and that holds the last three days' seeded traffic: two days back, or three just after
+    midnight, when the window ending at the last midnight has not waited its session timeout yet."""
+    return (now - timedelta(days=2, hours=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def example_once(segment_id=None, day: datetime | None = None) -> dict:
     """Request example 2 of the reference, over two recent days."""
     start = (day or datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)

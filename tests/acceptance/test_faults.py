@@ -113,6 +113,14 @@ def _stop_all(services: list[Service]) -> None:
 # ---------------------------------------------------------------- the client side
 
 
+def _closed_days(days: int) -> tuple[datetime, datetime]:
+    """Whole days ending yesterday at midnight, and the instant to seed them with (`now` of the demo):
+    their once run is due at once at any time of day (a window waits a session timeout after it closes),
+    and they hold whole days of traffic, whatever the hour the test runs at."""
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    return end - timedelta(days=days), end
+
+
 def _once_job(name: str, fmt: str, scope: str, start: datetime, end: datetime) -> dict:
     return {
         "name": name, "format": fmt, "scope": scope, "deviceLabel": "all",
@@ -661,8 +669,8 @@ def test_success_commit_whose_answer_is_lost_keeps_its_files(private_postgres, t
                 "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2", "DATAEXPORT_LEASE_SECONDS": "3",
                 "DATAEXPORT_RETRY_BACKOFF_SECONDS": "0.5"})
     project, client = _new_tenant(env["DATAEXPORT_DATABASE_URL"], "Answer lost")
-    now = datetime.now(UTC)
-    _seed_demo(data_dir / "warehouse", project["project_id"], 1, 300, now)
+    start, end = _closed_days(1)
+    _seed_demo(data_dir / "warehouse", project["project_id"], 1, 300, end - timedelta(microseconds=1))
     port = free_port()
     api = Service("api", ("serve", "--no-scheduler", "--no-worker", "--port", str(port)), env, log_dir, port=port)
     worker = Service("worker", ("worker",), {**env, "DATAEXPORT_DATABASE_URL": private_postgres.url(database,
@@ -673,9 +681,7 @@ def test_success_commit_whose_answer_is_lost_keeps_its_files(private_postgres, t
     try:
         _start_all(services)
         headers = _token(api.url, client)
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        job_id = _create_job(api.url, headers, _once_job("answer lost", "CSV", "views", start,
-                                                           now - timedelta(hours=1)))
+        job_id = _create_job(api.url, headers, _once_job("answer lost", "CSV", "views", start, end))
 
         def ended() -> bool:
             with engine.connect() as conn:
@@ -764,8 +770,9 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
         "DATAEXPORT_RETRY_BACKOFF_SECONDS": str(DISK_BACKOFF_SECONDS), "DATAEXPORT_MAX_ATTEMPTS": "5",
     })
     project, client = _new_tenant(env["DATAEXPORT_DATABASE_URL"], "Disk full")
-    now = datetime.now(UTC)
-    _seed_demo(tmp_path / "warehouse", project["project_id"], DISK_DEMO_DAYS, DISK_SESSIONS_PER_DAY, now)
+    first_day, end = _closed_days(DISK_DEMO_DAYS)  # whole days: parts of the same size at any hour
+    _seed_demo(tmp_path / "warehouse", project["project_id"], DISK_DEMO_DAYS, DISK_SESSIONS_PER_DAY,
+               end - timedelta(microseconds=1))
     port = free_port()
     api = Service("api", ("serve", "--no-scheduler", "--no-worker", "--port", str(port)), env, log_dir, port=port)
     worker = Service("worker", ("worker",), env, log_dir, preexec=_limit_file_size if kind == "rlimit" else None)
@@ -779,9 +786,7 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
             free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
             ballast.write_bytes(b"\0" * (free - TMPFS_LEFT_FREE))
         headers = _token(api.url, client)
-        first_day = (now - timedelta(days=DISK_DEMO_DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        job_id = _create_job(api.url, headers, _once_job("disk full", "JSONL", "views", first_day,
-                                                           now - timedelta(hours=1)))
+        job_id = _create_job(api.url, headers, _once_job("disk full", "JSONL", "views", first_day, end))
         runs_url = f"{api.url}/v1/exports/{job_id}/runs"
         run_id = httpx.get(runs_url, headers=headers).json()["payload"][0]["jobRunId"]
 

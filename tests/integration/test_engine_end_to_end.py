@@ -19,7 +19,7 @@ from dataexport.engine.worker import Worker
 from dataexport.storage.s3 import S3Storage
 from dataexport.warehouse.demo import generate
 from dataexport.warehouse.store import PageviewStore
-from examples import create, example_once, make_segment
+from examples import create, example_once, make_segment, two_closed_days
 
 
 @pytest.fixture
@@ -47,12 +47,6 @@ def make_tenant_token(http, tenant) -> dict:
     answer = http.post("/v1/oauth/token", json={"client_id": tenant.client_id, "client_secret": tenant.client_secret,
                                                  "grant_type": "client_credentials", "scope": "data-export"})
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-def two_closed_days(api) -> datetime:
-    """Midnight starting a two-day window that closed over an hour ago (so its once run is RUNNABLE at
-    creation) and that holds seeded traffic. Two days back from now, or three just after midnight."""
-    return (api.clock() - timedelta(days=2, hours=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def worker_for(api) -> Worker:
@@ -92,7 +86,7 @@ def direct_views(api, project_id, start, end, device_ids, country) -> list[tuple
 
 def test_once_csv_job_end_to_end(api, http, seeded, export_storage):
     tenant = seeded
-    day = two_closed_days(api)
+    day = two_closed_days(api.clock())
     body = example_once(segment_id=make_segment(api, tenant), day=day)
     job_id = create(http, tenant, body)
 
@@ -121,7 +115,7 @@ def test_once_csv_job_end_to_end(api, http, seeded, export_storage):
 
 def test_once_jsonl_job_and_manifest(api, http, seeded, export_storage):
     tenant = seeded
-    day = two_closed_days(api)
+    day = two_closed_days(api.clock())
     body = example_once(day=day)
     body.update(format="JSONL", deviceLabel="all")
     job_id = create(http, tenant, body)
@@ -171,7 +165,7 @@ def test_daily_job_catches_up_missed_windows_with_no_gap(api, http, seeded):
 
 def test_expired_download_url_is_refused_and_files_are_swept(api, http, seeded):
     tenant = seeded
-    job_id = create(http, tenant, example_once(day=two_closed_days(api)))
+    job_id = create(http, tenant, example_once(day=two_closed_days(api.clock())))
     assert worker_for(api).run_once().state == "SUCCESS"
     run = http.get(f"/v1/exports/{job_id}/runs", headers=tenant.headers).json()["payload"][0]
     url = http.get(f"/v1/exports/{job_id}/runs/{run['jobRunId']}", headers=tenant.headers).json()["payload"][
@@ -191,7 +185,7 @@ def test_expired_download_url_is_refused_and_files_are_swept(api, http, seeded):
 
 def test_a_stopping_worker_hands_its_run_back(api, http, seeded):
     tenant = seeded
-    job_id = create(http, tenant, example_once(day=two_closed_days(api)))
+    job_id = create(http, tenant, example_once(day=two_closed_days(api.clock())))
     worker = worker_for(api)
     run_id = worker.claim()
     assert run_id is not None

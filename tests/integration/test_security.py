@@ -15,7 +15,7 @@ import pytest
 from dataexport.engine.worker import Worker
 from dataexport.warehouse.demo import generate
 from dataexport.warehouse.store import PageviewStore
-from examples import create, example_once, make_segment
+from examples import create, example_once, make_segment, two_closed_days
 
 
 def run_job(api, http, tenant, body) -> dict:
@@ -31,7 +31,7 @@ def run_job(api, http, tenant, body) -> dict:
 def exported(api, http, tenant):
     with PageviewStore(api.context.settings.resolved_warehouse_dir) as store:
         generate(store, tenant.project_id, days=3, sessions_per_day=60, seed=3, now=api.clock())
-    return run_job(api, http, tenant, example_once(day=api.clock() - timedelta(days=2)))
+    return run_job(api, http, tenant, example_once(day=two_closed_days(api.clock())))
 
 
 def test_another_projects_run_file_and_segment_are_invisible(api, http, tenant, other_tenant, exported):
@@ -92,14 +92,14 @@ def test_hostile_text_is_stored_and_exported_verbatim(api, http, tenant):
     hostile = "x'); DROP TABLE job_runs; -- \"quoted\" ,; 📦 " + "é" * 200
     now = api.clock()
     hit = {"user_id_unhashed": hostile[:100], "session_number": 1, "view_number": 1,
-           "session_time": (now - timedelta(days=1)).isoformat(), "view_time": (now - timedelta(days=1)).isoformat(),
+           "session_time": (now - timedelta(days=2)).isoformat(), "view_time": (now - timedelta(days=2)).isoformat(),
            "device_id": 1, "url": "https://a.example/?q=' OR 1=1 --", "title": hostile[:255],
            "dynamic_vars": {hostile[:512]: hostile[:255]}, "custom_vars": [{"position": 3, "key": hostile[:512],
                                                                             "value": hostile[:255]}]}
     stored = http.post("/ingest/v1/pageviews", json=[hit], headers={"X-Ingest-Key": tenant.ingest_key})
     assert stored.json()["payload"]["stored"] == 1
-    day = (now - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    body = example_once(day=day - timedelta(days=1))
+    day = (now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    body = example_once(day=day - timedelta(days=1))  # [3 days ago, yesterday): closed a day ago at any hour
     body["name"] = hostile
     body["deviceLabel"] = "all"
     body["fields"] = [{"fieldName": "title", "aliasName": hostile[:255]},
