@@ -178,19 +178,16 @@ def serve(
 def _serve(settings: Settings) -> None:
     import uvicorn
 
-    from dataexport.api.app import create_app, prepare_shared_state
-    from dataexport.gc_tuning import settle_heap
+    from dataexport.api.app import prepare_shared_state, served_app
     from dataexport.logging import configure_logging
     from dataexport.serving import serve_processes
 
-    configure_logging(settings.log_level, settings.log_json)
     options = {"host": settings.host, "port": settings.port, "log_level": "warning", "proxy_headers": True,
                "timeout_graceful_shutdown": 30}
     if settings.api_processes == 1:
-        app = create_app(settings)
-        settle_heap()
-        uvicorn.run(app, **options)
+        uvicorn.run(served_app(settings), **options)
         return
+    configure_logging(settings.log_level, settings.log_json)  # the supervisor's own log lines
     # What must happen once is done here first: the schema migration and the generated JWT key.
     prepare_shared_state(settings)
     raise typer.Exit(serve_processes(settings, options))

@@ -43,9 +43,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def serve_processes(settings: Settings, uvicorn_options: dict[str, Any]) -> int:
-    """Run settings.api_processes API processes until SIGTERM/SIGINT; the exit status of the whole server."""
-    if settings.port == 0:
-        raise ValueError("serve --processes N needs a fixed port: each process binds the same one")
+    """Run settings.api_processes API processes until SIGTERM/SIGINT; the exit status of the whole server.
+
+    The port must be fixed (not 0): each process binds the same one (`dataexport serve` checks it)."""
     # Binding here first fails early (port taken by another program), and holds the address meanwhile; it never
     # listens, so the kernel hands it no connection.
     try:

@@ -111,10 +111,9 @@ def _api_processes(supervisor: int) -> list[int]:
     return [p for p in _children(supervisor) if _alive(p) and b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
-def test_a_killed_api_process_is_replaced_and_the_others_keep_answering(served, request):
+@pytest.mark.parametrize("served", [2], ids=["2-processes"], indirect=True)  # one process has no supervisor
+def test_a_killed_api_process_is_replaced_and_the_others_keep_answering(served):
     base, _, _, proc = served
-    if request.node.callspec.params["served"] == 1:
-        pytest.skip("one process: nothing supervises it (a process manager restarts `serve`)")
     api = _api_processes(proc.pid)
     assert len(api) == 2
     os.kill(api[0], 9)

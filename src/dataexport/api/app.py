@@ -130,13 +130,17 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     return app
 
 
-def app_for_serve_process() -> FastAPI:
-    """The app of one process of `dataexport serve --processes N` (a uvicorn factory, see serving.py): the
-    settings the command resolved reach it as JSON in the environment."""
+def served_app(settings: Settings) -> FastAPI:
+    """The app as `dataexport serve` runs it in each of its processes: logging configured, startup heap settled."""
     from dataexport.logging import configure_logging
 
-    settings = Settings.model_validate_json(os.environ[SERVE_SETTINGS_ENV])
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     settle_heap()
     return app
+
+
+def app_for_serve_process() -> FastAPI:
+    """The app of one process of `dataexport serve --processes N` (a uvicorn factory, see serving.py): the
+    settings the command resolved reach it as JSON in the environment."""
+    return served_app(Settings.model_validate_json(os.environ[SERVE_SETTINGS_ENV]))
