@@ -91,9 +91,11 @@ def hits(draw):
             hit["dynamic_vars"] = [{"key": k, "value": v} for k, v in pairs]
     if draw(st.booleans()) or dirty_field == "nested":
         dirty = dirty_field == "nested"
+        bad = draw(st.sampled_from(["message", "line_number", "error_time"])) if dirty else None
         hit["errors"] = [
-            {"message": pick(draw, strings(8192), dirty), "line_number": pick(draw, ints(0, 2**32 - 1), False),
-             "error_time": pick(draw, TIMES, False)}
+            {"message": pick(draw, strings(8192), bad == "message"),
+             "line_number": pick(draw, ints(0, 2**32 - 1), bad == "line_number"),
+             "error_time": pick(draw, TIMES, bad == "error_time")}
             for _ in range(draw(st.integers(int(dirty), 2)))
         ]
         hit["transactions"] = [{"id": "T", "revenue_cents": pick(draw, ints(0, 2**64 - 1), False)}]

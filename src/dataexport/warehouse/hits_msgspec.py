@@ -26,6 +26,7 @@ from dataexport.warehouse.hits_rules import (
     _FLOAT,
     _INT,
     _STR,
+    _TS,
     MAX_CUSTOM_VAR_KEY,
     MAX_DYNAMIC_KEY,
     MAX_DYNAMIC_KEYS,
@@ -37,6 +38,7 @@ from dataexport.warehouse.hits_rules import (
     NESTED_REQUIRED,
     REQUIRED,
     SCALARS,
+    to_epoch_ms,
 )
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
@@ -57,9 +59,10 @@ def _type(check: tuple[int, float, float]) -> object:
 
 
 def _struct(name: str, checks: dict, required: tuple = ()) -> type:
-    fields: list = [(k, _type(c)) for k, c in checks.items() if k in required]
-    fields += [(k, _type(c) | None, None) for k, c in checks.items() if k not in required]
-    return msgspec.defstruct(name, fields, forbid_unknown_fields=True, gc=False)
+    # Keyword-only, so the fields keep the order of `checks` (the Arrow struct's): `astuple` of an entry is then
+    # a struct value Arrow converts as is.
+    fields: list = [(k, _type(c)) if k in required else (k, _type(c) | None, None) for k, c in checks.items()]
+    return msgspec.defstruct(name, fields, forbid_unknown_fields=True, gc=False, kw_only=True)
 
 
 _DynValue = Union[  # noqa: UP007 - msgspec needs a Union
@@ -82,6 +85,12 @@ def _list_of(item: object) -> object:
 
 
 _NESTED_STRUCTS = {name: _struct(name, checks, NESTED_REQUIRED.get(name, ())) for name, checks in NESTED.items()}
+assert all(  # `_entry` relies on it
+    list(struct.__struct_fields__) == PAGEVIEW_SCHEMA.field(name).type.value_type.names
+    for name, struct in _NESTED_STRUCTS.items()
+)
+# Where each nested struct carries instants (int | str, to turn into epoch ms), by field index.
+_TIME_FIELDS = {name: tuple(i for i, c in enumerate(checks.values()) if c[0] == _TS) for name, checks in NESTED.items()}
 _HIT_FIELDS: list = [(k, _type(c)) for k, c in SCALARS.items() if k in REQUIRED]
 _HIT_FIELDS += [(k, _type(c) | None, None) for k, c in SCALARS.items() if k not in REQUIRED]
 _HIT_FIELDS += [(name, _list_of(s), None) for name, s in _NESTED_STRUCTS.items()]
@@ -139,8 +148,8 @@ def _table(hits: list) -> pa.Table:
     given = columns["session_id"]
     columns["session_id"] = computed if given.null_count == n else pc.coalesce(given, computed)
     arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in PAGEVIEW_SCHEMA]
-    return pa.Table.from_arrays([a.cast(f.type) for a, f in zip(arrays, PAGEVIEW_SCHEMA, strict=True)],
-                                schema=PAGEVIEW_SCHEMA)
+    casts = [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays, PAGEVIEW_SCHEMA, strict=True)]
+    return pa.Table.from_arrays(casts, schema=PAGEVIEW_SCHEMA)
 
 
 def _scalar(values: list, check: tuple, arrow_type: pa.DataType) -> pa.Array:
@@ -195,12 +204,6 @@ def _ids(users: list, sessions: list) -> tuple[pa.Array, pa.Array]:
     return pa.array(user_ids, pa.uint64()), pa.array(session_ids, pa.uint64())
 
 
-def _offsets(values: list, n: int) -> np.ndarray:
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    np.cumsum([len(v) if v else 0 for v in values], out=offsets[1:])
-    return offsets
-
-
 def _struct_list(offsets: np.ndarray, column: str, children: dict[str, pa.Array], total: int) -> pa.Array:
     struct = PAGEVIEW_SCHEMA.field(column).type.value_type
     arrays = [children[f.name].cast(f.type) if f.name in children else pa.nulls(total, f.type) for f in struct]
@@ -208,29 +211,39 @@ def _struct_list(offsets: np.ndarray, column: str, children: dict[str, pa.Array]
 
 
 def _nested(values: list, column: str, struct_type: type, n: int) -> pa.Array:
+    list_type = PAGEVIEW_SCHEMA.field(column).type
     if not any(values):  # the usual case of errors, transactions, app events...: no entry in the whole batch
         return _struct_list(np.zeros(n + 1, dtype=np.int32), column, {}, 0)
-    offsets = _offsets(values, n)
-    entries = [e for v in values if v for e in v]
-    raw = _transpose(entries, struct_type)
-    struct = PAGEVIEW_SCHEMA.field(column).type.value_type
-    checks = NESTED[column]
-    children = {name: _scalar(values, checks[name], struct.field(name).type) for name, values in raw.items()}
-    return _struct_list(offsets, column, children, len(entries))
+    times = _TIME_FIELDS[column]
+    # Few entries in a batch: one conversion by Arrow of entry tuples costs less than a column at a time.
+    rows = [[_entry(e, times) for e in v] if v else () for v in values]
+    return pa.array(rows, list_type)  # range overflow (uint) -> ArrowException / OverflowError -> doubt
+
+
+def _entry(entry: object, times: tuple[int, ...]) -> tuple:
+    """A nested entry as a tuple in Arrow's field order, its instants as epoch ms (as `hits` reads them)."""
+    values = astuple(entry)
+    if not any(type(values[i]) is str for i in times):
+        return values
+    values = list(values)
+    for i in times:
+        if type(values[i]) is str:
+            ms = to_epoch_ms(values[i])
+            if type(ms) is not int:
+                raise _Doubt
+            values[i] = ms
+    return tuple(values)
 
 
 def _custom_vars(values: list, n: int) -> pa.Array:
-    offsets = _offsets(values, n)
-    entries = [e for v in values if v for e in v]
-    raw = _transpose(entries, CustomVar)
-    position = np.array(raw["position"], dtype=np.int64)
+    array = pa.array([list(map(astuple, v)) if v else () for v in values], PAGEVIEW_SCHEMA.field("custom_vars").type)
     # A position set twice in one hit keeps the last value in `hits`: leave that case to it.
+    offsets = array.offsets.to_numpy()
+    position = array.flatten().field("position").to_numpy().astype(np.int64)
     owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
     if len(np.unique(owner * 32 + position)) != len(position):
         raise _Doubt
-    types = PAGEVIEW_SCHEMA.field("custom_vars").type.value_type
-    children = {name: pa.array(vals, types.field(name).type) for name, vals in raw.items()} if entries else {}
-    return _struct_list(offsets, "custom_vars", children, len(entries))
+    return array
 
 
 def _dynamic_vars(values: list, n: int) -> pa.Array:

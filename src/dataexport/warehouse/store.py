@@ -312,7 +312,8 @@ def as_stored_table(project_id: int, rows: list[dict] | pa.Table, now: datetime 
     ingested_at set, the other columns taken as given."""
     if isinstance(rows, pa.Table):
         table = rows.select(PAGEVIEW_SCHEMA.names) if rows.schema.names != PAGEVIEW_SCHEMA.names else rows
-        table = table.cast(PAGEVIEW_SCHEMA)
+        if not table.schema.equals(PAGEVIEW_SCHEMA):  # a cast of every column even when none changes type
+            table = table.cast(PAGEVIEW_SCHEMA)
     else:
         table = pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA)
     n = table.num_rows
