@@ -70,6 +70,31 @@ def test_jsonl_good_and_bad_lines(tmp_path, store, monkeypatch, chunk_bytes):
         {"key": "cart_value", "string_value": None, "number_value": 0}]
 
 
+def _over_two_lines(i: int) -> list[str]:
+    """A hit whose custom vars run on into the next line, cut where a comma would join the two back."""
+    two = [{"position": 3, "key": "pageType", "value": "product"}, {"position": 4, "key": "k", "value": "v"}]
+    text = json.dumps({**hit(i, dynamic_vars=None), "custom_vars": two})
+    cut = text.index(', {"position": 4')
+    return [text[:cut], text[cut + 2 :]]
+
+
+@pytest.mark.parametrize("odd_lines", [
+    [json.dumps(hit(0)) + "," + json.dumps(hit(1))],
+    _over_two_lines(0),
+    [json.dumps(hit(0)) + "," + _over_two_lines(1)[0], _over_two_lines(1)[1]],  # as many hits as lines
+    [json.dumps(hit(0)) + "],[" + json.dumps(hit(1))],
+], ids=["two on a line", "one over two lines", "both", "two arrays on a line"])
+def test_a_line_must_hold_exactly_one_record(tmp_path, store, odd_lines):
+    # The fast path reads the lines as one JSON array, joined with commas: these would pass for valid hits.
+    # Line by line, they are not JSON records.
+    path = tmp_path / "hits.jsonl"
+    path.write_text("\n".join([*odd_lines, *(json.dumps(hit(i)) for i in range(3, 10))]) + "\n")
+    summary = load_files(store, 1, [path])
+    assert (summary.rows_stored, summary.rows_rejected) == (7, len(odd_lines))
+    assert summary.reasons == {("record", "is not valid JSON"): len(odd_lines)}
+    assert stored(store.root, 1).num_rows == 7
+
+
 def test_loading_the_same_file_again_stores_nothing_twice(tmp_path, store, monkeypatch):
     monkeypatch.setattr(bulkload, "JSONL_CHUNK_BYTES", 1000)  # several chunks, several batches
     path = tmp_path / "hits.jsonl"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dataexport.warehouse.hits import validate_hits
 from dataexport.warehouse.hits_columnar import validate_batch, validate_to_table
-from dataexport.warehouse.hits_msgspec import decode_batch
+from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 
@@ -121,6 +121,10 @@ def test_fast_path_accepts_only_what_the_per_hit_validator_accepts_and_builds_th
         slow_from_json, rejected_from_json = slow_table(json.loads(body))
         assert rejected_from_json == 0
         assert decoded.equals(slow_from_json), (decoded.to_pylist(), slow_from_json.to_pylist())
+    # As JSON Lines (bulk load), too: the same answer as the array.
+    from_lines = decode_lines([json.dumps(hit).encode() for hit in batch])
+    assert (from_lines is None) == (decoded is None)
+    assert from_lines is None or from_lines.equals(decoded)
 
 
 def typical(i: int) -> dict:
@@ -143,6 +147,7 @@ def test_typical_batches_take_the_fast_paths_and_match():
     decoded = decode_batch(json.dumps(batch).encode())
     assert decoded is not None and decoded.equals(fast)
     assert decode_batch(json.dumps({"hits": batch}).encode()).equals(fast)
+    assert decode_lines([json.dumps(hit).encode() for hit in batch]).equals(fast)
 
 
 def test_doubtful_batches_fall_back_with_errors_reported():

@@ -100,6 +100,27 @@ def _cached_ids(uid: str, session_number: int) -> tuple[int, int]:
     return user_id, session_id
 
 
+def ids_of(users: list, sessions: list) -> tuple[list, list]:
+    """(user ids, session ids) of a batch's columns of unhashed user ids and session numbers.
+
+    Hashes each distinct miss once: a new visit's views all miss the cache at first, and going back to it for
+    each of them cost as much as the hashing (bench/ingest.py's bulk load of new traffic).
+    """
+    cache = _ID_CACHE
+    pairs = list(zip(users, sessions, strict=True))
+    user_ids = list(map(cache.get, users))
+    session_ids = list(map(cache.get, pairs))
+    if None in user_ids or None in session_ids:
+        fresh: dict = {}  # this batch's misses (the cache itself may be dropped while they are filled)
+        for i, pair in enumerate(pairs):
+            if user_ids[i] is None or session_ids[i] is None:
+                ids = fresh.get(pair)
+                if ids is None:
+                    ids = fresh[pair] = _cached_ids(*pair)
+                user_ids[i], session_ids[i] = ids
+    return user_ids, session_ids
+
+
 def session_id_of(user_id_unhashed: str, session_number: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{user_id_unhashed}\x1f{session_number}".encode()).digest()[:8], "big")
 

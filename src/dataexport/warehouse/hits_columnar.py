@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 
 from dataexport.warehouse.hits import (
     _FLOAT,
-    _ID_CACHE,
     _INT,
     _STR,
     _TS,
@@ -38,7 +37,7 @@ from dataexport.warehouse.hits import (
     REQUIRED,
     SCALARS,
     HitBatch,
-    _cached_ids,
+    ids_of,
     validate_hits,
 )
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
@@ -113,7 +112,7 @@ def _build(hits: list, keys: set) -> pa.Table:
         columns["custom_vars"] = _custom_vars(raw["custom_vars"], n)
     if "dynamic_vars" in raw:
         columns["dynamic_vars"] = _dynamic_vars(raw["dynamic_vars"], n)
-    user_ids, session_ids = _ids(raw["user_id_unhashed"], raw["session_number"])
+    user_ids, session_ids = ids_of(raw["user_id_unhashed"], raw["session_number"])
     columns["user_id"] = pa.array(user_ids, pa.uint64())
     computed = pa.array(session_ids, pa.uint64())
     given = columns.get("session_id")
@@ -128,18 +127,6 @@ def _build(hits: list, keys: set) -> pa.Table:
         else:
             arrays.append(pa.nulls(n, field.type))
     return pa.Table.from_arrays(arrays, schema=PAGEVIEW_SCHEMA)
-
-
-def _ids(users: list, sessions: list) -> tuple[list, list]:
-    cache = _ID_CACHE
-    user_ids = [cache.get(u) for u in users]
-    pairs = list(zip(users, sessions, strict=True))
-    session_ids = [cache.get(p) for p in pairs]
-    if None in user_ids or None in session_ids:  # fill the misses, once per distinct user and session
-        for i, (u, s) in enumerate(pairs):
-            if user_ids[i] is None or session_ids[i] is None:
-                user_ids[i], session_ids[i] = _cached_ids(u, s)
-    return user_ids, session_ids
 
 
 def _types(values: list) -> set:

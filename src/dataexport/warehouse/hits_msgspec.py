@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from msgspec import Meta
 from msgspec.structs import astuple
 
-from dataexport.warehouse.hits import _ID_CACHE, _cached_ids
+from dataexport.warehouse.hits import ids_of
 from dataexport.warehouse.hits_rules import (
     _FLOAT,
     _INT,
@@ -102,6 +102,8 @@ _HIT_FIELDS += [
 Hit = msgspec.defstruct("Hit", _HIT_FIELDS, forbid_unknown_fields=True, gc=False)
 Envelope = msgspec.defstruct("Envelope", [("hits", list[Hit])], forbid_unknown_fields=True, gc=False)
 _DECODER = msgspec.json.Decoder(Union[list[Hit], Envelope])  # noqa: UP007
+_LINES_DECODER = msgspec.json.Decoder(list[tuple[Hit]])  # JSON Lines, each line wrapped in its own array
+_DOUBTS = (msgspec.DecodeError, pa.ArrowException, OverflowError, ValueError, TypeError)
 
 
 class _Doubt(Exception):
@@ -115,9 +117,25 @@ def decode_batch(body: bytes) -> pa.Table | None:
     """
     try:
         decoded = _DECODER.decode(body)
-        hits = decoded.hits if isinstance(decoded, Envelope) else decoded
-        return _table(hits)
-    except (msgspec.DecodeError, _Doubt, pa.ArrowException, OverflowError, ValueError, TypeError):
+        return _table(decoded.hits if isinstance(decoded, Envelope) else decoded)
+    except (_Doubt, *_DOUBTS):
+        return None
+
+
+def decode_lines(lines: list[bytes]) -> pa.Table | None:
+    """JSON Lines that hold one hit each, as a table (as `decode_batch`), or None when in doubt.
+
+    Each line goes in its own array, `[[line],[line]...]`, and each array must hold exactly one hit. Joined by
+    bare commas into one array, `{hit},{hit}` on one line, or a hit whose custom vars run on into the next line,
+    would read as valid hits where the file's lines are not JSON records. A hit has no list of lists, so no
+    `],[` can join two lines' pieces into one valid hit.
+    """
+    try:
+        wrapped = _LINES_DECODER.decode(b"[[" + b"],[".join(lines) + b"]]")
+        if len(wrapped) != len(lines):  # a line holding `],[` between two hits
+            return None
+        return _table([one for (one,) in wrapped])
+    except (_Doubt, *_DOUBTS):
         return None
 
 
@@ -193,14 +211,7 @@ def _times_one_by_one(values: list) -> pa.Array:
 
 
 def _ids(users: list, sessions: list) -> tuple[pa.Array, pa.Array]:
-    cache = _ID_CACHE
-    pairs = list(zip(users, sessions, strict=True))
-    user_ids = [cache.get(u) for u in users]
-    session_ids = [cache.get(p) for p in pairs]
-    if None in user_ids or None in session_ids:
-        for i, (u, s) in enumerate(pairs):
-            if user_ids[i] is None or session_ids[i] is None:
-                user_ids[i], session_ids[i] = _cached_ids(u, s)
+    user_ids, session_ids = ids_of(users, sessions)
     return pa.array(user_ids, pa.uint64()), pa.array(session_ids, pa.uint64())
 
 
