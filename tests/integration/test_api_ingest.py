@@ -59,6 +59,23 @@ def test_ndjson_and_bearer_key(api, http, tenant):
     assert answer.status_code == 200 and answer.json()["payload"]["stored"] == 4
 
 
+def test_ndjson_lines_are_hits_of_their_own(api, http, tenant):
+    # A line that is not JSON is one rejected hit, the others are stored; a line must hold exactly one hit.
+    now = datetime.now(UTC) - timedelta(hours=2)
+    lines = [json.dumps(hit(i, now)) for i in range(6)]
+    lines[1] = lines[1][:-3]  # cut short
+    lines[3] = json.dumps(hit(30, now)) + "," + json.dumps(hit(31, now))  # two on one line
+    lines.insert(2, "   ")  # blank: skipped, not numbered
+    answer = http.post("/ingest/v1/pageviews", content="\n".join(lines).encode(),
+                       headers={"X-Ingest-Key": tenant.ingest_key, "Content-Type": "application/x-ndjson"})
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()["payload"]
+    assert (payload["stored"], payload["rejected"]) == (4, 2)
+    assert [(e["index"], e["field"], e["message"]) for e in payload["errors"]] == [
+        (1, "hit", "is not valid JSON"), (3, "hit", "is not valid JSON")]
+    assert stored_count(api, tenant.project_id) == 4
+
+
 def test_ingest_key_is_required_and_scoped(api, http, tenant, other_tenant):
     now = datetime.now(UTC)
     assert http.post("/ingest/v1/pageviews", json=[hit(0, now)]).status_code == 401

@@ -125,10 +125,14 @@ def session_id_of(user_id_unhashed: str, session_number: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{user_id_unhashed}\x1f{session_number}".encode()).digest()[:8], "big")
 
 
+# Stands for a line of JSON Lines that does not parse, so that its number is kept and its error worded.
+NOT_JSON = object()
+
+
 def validate_hit(raw: object, index: int) -> tuple[dict | None, list[HitError]]:
     """One hit -> (row, []) or (None, errors). `index` is the hit's position, echoed in each error."""
     if type(raw) is not dict:
-        return None, [HitError(index, "hit", "must be a JSON object")]
+        return None, [HitError(index, "hit", "is not valid JSON" if raw is NOT_JSON else "must be a JSON object")]
     row: dict = {}
     errors: list[HitError] = []
     # Fast path inline (this loop runs ~30 times per hit); anything unusual goes to `_check`, which

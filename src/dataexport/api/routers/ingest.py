@@ -40,11 +40,6 @@ def _project_id(ctx: AppContext, key: str | None) -> int:
 INGEST_BATCHES_AT_ONCE = 2  # the app's `ingest_gate` semaphore (api.app.create_app)
 
 
-def _ndjson_to_array(raw: bytes) -> bytes:
-    lines = [line for line in raw.split(b"\n") if line.strip()]
-    return b"[" + b",".join(lines) + b"]"
-
-
 @router.post(
     "/ingest/v1/pageviews",
     summary="Ingest pageview hits (JSON array, {\"hits\": [...]}, or NDJSON)",
@@ -69,12 +64,11 @@ async def ingest_pageviews(
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise ValidationFailed("The request body is too large.", [FieldError("body", "must be at most 32 MB")])
-    if "ndjson" in request.headers.get("content-type", "").lower():
-        raw = _ndjson_to_array(raw)
+    ndjson = "ndjson" in request.headers.get("content-type", "").lower()
 
     def work():
         project_id = _project_id(ctx, key)
-        return ingest(ctx.warehouse, project_id, raw, idempotency_key=idempotency_key, now=ctx.clock())
+        return ingest(ctx.warehouse, project_id, raw, ndjson=ndjson, idempotency_key=idempotency_key, now=ctx.clock())
 
     async with request.app.state.ingest_gate:
         result = await run_in_threadpool(work)
