@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -10,7 +12,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from dataexport.warehouse import compaction
+from dataexport.warehouse import compaction, durable
 from dataexport.warehouse.compaction import compact, compact_partition
 from dataexport.warehouse.hits import validate_hits
 from dataexport.warehouse.layout import partition_dir, partition_files
@@ -51,6 +53,48 @@ def test_merges_files_into_one_keeping_the_latest_copy_of_each_pageview(tmp_path
     expected.update({(u, v): t for u, v, t in before if t == "v2"})
     assert after == sorted((u, v, t) for (u, v), t in expected.items())
     assert len(list(partition_dir(tmp_path, 2, DAY).glob("*.parquet"))) == 1
+    assert list((tmp_path / "_store").glob("compact-*.lock")) == []  # one a partition would pile up
+
+
+def test_a_partition_being_compacted_is_left_to_its_compactor(tmp_path):
+    with PageviewStore(tmp_path) as store:
+        store.append(1, rows(range(0, 2)), now=T0)
+        store.append(1, rows(range(2, 4)), now=T0)
+        guard_path = store.meta / f"compact-1-{DAY.isoformat()}.lock"
+        guard = durable.try_lock_removable(guard_path)  # as another process's compaction of it
+        assert guard is not None
+        assert compact_partition(store, 1, DAY) is None
+        durable.unlock_and_remove(guard_path, guard)
+        assert compact_partition(store, 1, DAY) is not None
+
+
+def test_compact_removes_partition_locks_nobody_holds(tmp_path):
+    with PageviewStore(tmp_path) as store:
+        store.append(1, rows(range(0, 2)), now=T0)
+        (store.meta / "compact-1-2026-01-01.lock").touch()  # left by a compaction killed mid-way
+        held_path = store.meta / "compact-1-2026-01-02.lock"
+        held = durable.try_lock_removable(held_path)
+        compact(tmp_path)
+        assert [p.name for p in store.meta.glob("compact-*.lock")] == [held_path.name]
+        durable.unlock_and_remove(held_path, held)
+
+
+def test_a_removed_lock_file_is_not_a_lock(tmp_path):
+    # B opened the lock file, then A (its holder) removed it and let go: B's lock on the removed file must not
+    # count, or B and a third process C (which creates the file anew) would both hold "the" lock.
+    path = tmp_path / "compact.lock"
+    a = durable.try_lock_removable(path)
+    assert a is not None
+    b_fd = os.open(path, os.O_RDWR)
+    durable.unlock_and_remove(path, a)
+    assert fcntl.flock(b_fd, fcntl.LOCK_EX | fcntl.LOCK_NB) is None  # B gets a lock, on a file no one can find
+    assert not durable._names(path, b_fd)
+    c = durable.try_lock_removable(path)  # so C does get the lock, on the new file...
+    assert c is not None and durable._names(path, c)
+    assert durable.try_lock_removable(path) is None  # ...and holds it alone
+    os.close(b_fd)
+    durable.unlock_and_remove(path, c)
+    assert not path.exists()
 
 
 def codec(path: Path) -> str:

@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataexport.warehouse.durable import exchange_dirs, fsync_dir, try_lock
+from dataexport.warehouse.durable import exchange_dirs, fsync_dir, try_lock_removable, unlock_and_remove
 from dataexport.warehouse.layout import partition_dir
 from dataexport.warehouse.schema import NATURAL_KEY, PAGEVIEW_SCHEMA, PARTITION_ROOT
 from dataexport.warehouse.store import COMPRESSION, PageviewStore
@@ -64,7 +64,8 @@ def compact_partition(store: PageviewStore, project_id: int, session_day: date) 
     """Merge one partition's files into one (or rewrite a single fresh-format file compactly). None when there
     was nothing to do or another run holds it."""
     live = partition_dir(store.root, project_id, session_day)
-    guard = try_lock(store.meta / f"compact-{int(project_id)}-{session_day.isoformat()}.lock")
+    guard_path = store.meta / f"compact-{int(project_id)}-{session_day.isoformat()}.lock"
+    guard = try_lock_removable(guard_path)
     if guard is None:
         return None  # another compaction of this partition is running
     try:
@@ -87,7 +88,7 @@ def compact_partition(store: PageviewStore, project_id: int, session_day: date) 
         shutil.rmtree(new_dir)  # after the swap it holds the old files
         return CompactionResult(project_id, session_day, len(sources), rows_before, rows_after)
     finally:
-        os.close(guard)
+        unlock_and_remove(guard_path, guard)  # one a partition would pile up in _store/
 
 
 def _swap(new_dir: Path, live: Path) -> None:
@@ -147,6 +148,7 @@ def compact(
     cutoff = (now or datetime.now(UTC)).timestamp() - older_than.total_seconds()
     results = []
     with PageviewStore(root) as store:
+        _remove_idle_locks(store)
         for part in _partitions(Path(root), project_id):
             files = list(part.glob("*.parquet"))
             if not needs_compaction(files, min_files):
@@ -160,6 +162,14 @@ def compact(
             if result is not None:
                 results.append(result)
     return results
+
+
+def _remove_idle_locks(store: PageviewStore) -> None:
+    """Partition locks that no compaction holds: left by a compaction that died, or by versions that kept them."""
+    for path in store.meta.glob("compact-*.lock"):
+        guard = try_lock_removable(path)
+        if guard is not None:
+            unlock_and_remove(path, guard)
 
 
 def _partitions(root: Path, project_id: int | None) -> list[Path]:

@@ -59,6 +59,38 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def try_lock_removable(path: Path) -> int | None:
+    """`try_lock` for a lock file that its holder deletes when done (`unlock_and_remove`), so that one-off locks
+    (one per partition compacted) do not pile up.
+
+    A file can be deleted between another process opening it and locking it: that process would then hold a lock
+    on a file nobody else can find. So the lock counts only if `path` still names the locked file; else try again.
+    """
+    while True:
+        fd = try_lock(path)
+        if fd is None:
+            return None
+        if _names(path, fd):
+            return fd
+        os.close(fd)
+
+
+def unlock_and_remove(path: Path, fd: int) -> None:
+    """Delete a lock file taken by `try_lock_removable`, then release it (in that order: see there)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.close(fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _libc = ctypes.CDLL(None, use_errno=True)
