@@ -9,7 +9,8 @@ Measures, on one JSONL file of demo pageview hits:
       --processes N --no-scheduler --no-worker` over `--connections` keep-alive connections (goal >= 50,000/s
       on 2 cores), with the server's CPU; the client is this process (pre-built bodies, a minimal client);
   (d) the ingest path in-process, without HTTP (JSON bytes -> parse -> validate -> store.append), in 1 process
-      and in `--processes` processes: what the server's share costs.
+      and in `--processes` processes: what the server's share costs,
+  (e) with --stages, the CPU cost a hit of each stage of that path (decode, Arrow building, store.append).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -185,6 +187,39 @@ def _wait_healthy(port: int, server: subprocess.Popen) -> None:
     raise SystemExit("the server did not start")
 
 
+def stage_costs(bodies: list[bytes], work: Path, batches: int = 60) -> dict[str, float]:
+    """CPU µs a hit of each stage of the ingest path, on `batches` request bodies (best of 3 passes, settled heap,
+    one process): where a hit's cost goes, to compare changes to one stage."""
+    from dataexport.warehouse import hits_msgspec
+
+    settle_heap()
+    sample = bodies[:batches]
+    hits = len(sample) * BATCH
+
+    def best(fn, items) -> float:
+        times = []
+        for _ in range(3):
+            start = time.process_time()
+            for item in items:
+                fn(item)
+            times.append(time.process_time() - start)
+        return min(times) / hits * 1e6
+
+    decoded = [hits_msgspec._DECODER.decode(b) for b in sample]
+    tables = [hits_msgspec._table(d) for d in decoded]
+    root = work / "wh-stages"
+    with PageviewStore(root) as store:
+        costs = {
+            "JSON decode and checks (msgspec)": best(hits_msgspec._DECODER.decode, sample),
+            "Arrow columns from the decoded hits": best(hits_msgspec._table, decoded),
+            # each pass stores the batches anew (fresh ids): retries would be acknowledged without writing
+            "store.append (Parquet, fsync, commit)": best(
+                lambda t: store.append(1, t, batch_key=uuid.uuid4().hex), tables),
+        }
+    shutil.rmtree(root)
+    return costs
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -192,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=2,
                         help="processes for the parallel in-process run (0: no in-process runs)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--stages", action="store_true", help="also print the CPU cost a hit of each ingest stage")
     parser.add_argument("--http", action="store_true", help="also measure HTTP ingest through a real server")
     parser.add_argument("--server-processes", type=int, default=2, help="`serve --processes` for --http")
     parser.add_argument("--connections", type=int, default=32,
@@ -237,14 +273,20 @@ def main(argv: list[str] | None = None) -> None:
                 table.add_row(name, f"{rows:,}", f"{secs:.2f}", f"{rows / secs:,.0f}", "n/a", "n/a")
                 continue
             table.add_row(name, f"{rows:,}", f"{secs:.2f}", f"{rows / secs:,.0f}", f"{cpu:.1f}", f"{rows / cpu:,.0f}")
-        console.print(table)
-        bulk = statistics.median(r[1] / r[2] for r in results if r[0].startswith("bulk"))
-        duck = statistics.median(r[1] / r[2] for r in results if r[0].startswith("DuckDB"))
-        console.print(f"bulk load / DuckDB = {bulk:,.0f} / {duck:,.0f} pageviews/s (medians of {args.repeat}) = "
-                      f"{bulk / duck:.2f}x (goal >= 0.5x)")
+        if results:
+            console.print(table)
+        if args.repeat:
+            bulk = statistics.median(r[1] / r[2] for r in results if r[0].startswith("bulk"))
+            duck = statistics.median(r[1] / r[2] for r in results if r[0].startswith("DuckDB"))
+            console.print(f"bulk load / DuckDB = {bulk:,.0f} / {duck:,.0f} pageviews/s (medians of {args.repeat}) = "
+                          f"{bulk / duck:.2f}x (goal >= 0.5x)")
         for name, rows, secs, _ in results:
             if name.startswith("HTTP"):
                 console.print(f"HTTP ingest = {rows / secs:,.0f} pageviews/s (goal >= 50,000/s)")
+        if args.stages:
+            costs = stage_costs(bodies, work)
+            console.print("CPU µs a hit, by stage (one process, 60 batches of 1,000, best of 3): " + ", ".join(
+                f"{name} {us:.2f}" for name, us in costs.items()) + f"; total {sum(costs.values()):.2f}")
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         console.print(f"load average now: {load} on {os.cpu_count()} CPUs (other work on the machine skews these)")
     finally:
