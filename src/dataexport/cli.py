@@ -13,6 +13,10 @@ from rich.console import Console
 from dataexport.config import Settings
 from dataexport.errors import DataExportError
 
+# What this file imports above: a bulk-load worker process re-imports the CLI (the parent's main script) when it
+# starts, and finds these loaded (`load` has them imported once, in the server that forks the workers).
+_TOP_IMPORTS = ("typer", "rich.console", "dataexport.config", "dataexport.errors")
+
 app = typer.Typer(help="dataexport: self-hosted Data Export API.", no_args_is_help=True, add_completion=False)
 projects_app = typer.Typer(help="Projects (tenants of the API).", no_args_is_help=True)
 clients_app = typer.Typer(help="OAuth client credentials.", no_args_is_help=True)
@@ -201,6 +205,9 @@ def load(
     data_dir: Path | None = DATA_DIR_OPT,
 ):
     """Bulk-load pageview hits, with the same validation as HTTP ingest; prints what was stored and rejected."""
+    from dataexport.warehouse.load_workers import start_worker_server
+
+    start_worker_server(files, preload=_TOP_IMPORTS)  # it gets ready while this process imports and sets up
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     from dataexport.gc_tuning import settle_heap

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataexport.errors import ValidationFailed
-from dataexport.warehouse import bulkload
+from dataexport.warehouse import bulkload, load_workers
 from dataexport.warehouse.bulkload import load_files
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA, PARTITION_ROOT
 from dataexport.warehouse.store import PageviewStore
@@ -179,3 +181,18 @@ def test_worker_processes_give_the_same_result(tmp_path, store, monkeypatch):
     assert list(store.staging.glob("*.parquet")) == []  # every staged file was committed
     same = [n for n in PAGEVIEW_SCHEMA.names if n != "ingested_at"]
     assert stored(store.root, 1).select(same).to_pylist() == stored(tmp_path / "serial", 1).select(same).to_pylist()
+
+
+def test_the_worker_server_starts_early_only_for_loads_that_use_workers(tmp_path):
+    small = tmp_path / "small.jsonl"
+    small.write_text(json.dumps(hit(0)) + "\n")
+    big = tmp_path / "big.jsonl"
+    with open(big, "wb") as f:
+        f.truncate(load_workers.PARALLEL_MIN_BYTES)  # sparse: only its size counts here
+    code = ("import sys; from pathlib import Path; from multiprocessing import forkserver; "
+            "from dataexport.warehouse.load_workers import start_worker_server; "
+            "start_worker_server([Path(sys.argv[1])], preload=('json',)); "
+            "print(forkserver._forkserver._forkserver_pid is not None)")
+    for path, started in ((small, "False"), (big, "True")):
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == started, out.stderr

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing
-import os
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -34,12 +32,12 @@ from dataexport.gc_tuning import settle_heap
 from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitError, validate_hit
 from dataexport.warehouse.hits_columnar import validate_batch
 from dataexport.warehouse.hits_msgspec import decode_lines
+from dataexport.warehouse.load_workers import default_workers, fork_server
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.store import PageviewStore, StagedBatch, stage
 
 CHUNK_ROWS = 20_000  # CSV and Parquet chunks
 JSONL_CHUNK_BYTES = 16 * 1024 * 1024  # JSONL is cut in byte ranges of whole lines: the workers read them
-PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 FAST_SLICE = 2_000  # a bad record sends only its slice through the slower per-hit validator
 MAX_SAMPLES = 20
 # What a damaged or exotic input file raises while decoding (bad UTF-8, oversized CSV cells, corrupt Parquet,
@@ -88,7 +86,7 @@ def load_files(
             raise ValidationFailed(f"No such file: {p}.", [FieldError("paths", "must name existing files")])
     total = sum(p.stat().st_size for p in paths)
     if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if total >= PARALLEL_MIN_BYTES else 1
+        workers = default_workers(paths)
     summary = LoadSummary()
     done_before = 0
     target = (project_id, str(store.staging))
@@ -136,13 +134,7 @@ class _Pipeline:
 
     def __enter__(self) -> _Pipeline:
         if self.workers > 1:
-            # Not fork: the parent may hold DuckDB or Arrow threads, which fork does not copy safely. A fork server
-            # (a fresh process that imported this module once) forks the workers: each starts with the
-            # validators loaded, where spawned ones would each pay the imports (a tenth of a 200k-row load).
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=context,
-                                            initializer=settle_heap)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=fork_server(), initializer=settle_heap)
         return self
 
     def __exit__(self, *exc: object) -> None:
