@@ -85,10 +85,6 @@ def _list_of(item: object) -> object:
 
 
 _NESTED_STRUCTS = {name: _struct(name, checks, NESTED_REQUIRED.get(name, ())) for name, checks in NESTED.items()}
-assert all(  # `_entry` relies on it
-    list(struct.__struct_fields__) == PAGEVIEW_SCHEMA.field(name).type.value_type.names
-    for name, struct in _NESTED_STRUCTS.items()
-)
 # Where each nested struct carries instants (int | str, to turn into epoch ms), by field index.
 _TIME_FIELDS = {name: tuple(i for i, c in enumerate(checks.values()) if c[0] == _TS) for name, checks in NESTED.items()}
 _HIT_FIELDS: list = [(k, _type(c)) for k, c in SCALARS.items() if k in REQUIRED]
@@ -104,6 +100,16 @@ Envelope = msgspec.defstruct("Envelope", [("hits", list[Hit])], forbid_unknown_f
 _DECODER = msgspec.json.Decoder(Union[list[Hit], Envelope])  # noqa: UP007
 _LINES_DECODER = msgspec.json.Decoder(list[tuple[Hit]])  # JSON Lines, each line wrapped in its own array
 _DOUBTS = (msgspec.DecodeError, pa.ArrowException, OverflowError, ValueError, TypeError)
+
+
+def _check_field_order() -> None:
+    """`_nested` and `_custom_vars` hand Arrow the decoded entries as tuples: their fields must be in Arrow's order."""
+    for name, struct in {**_NESTED_STRUCTS, "custom_vars": CustomVar}.items():
+        if list(struct.__struct_fields__) != PAGEVIEW_SCHEMA.field(name).type.value_type.names:
+            raise RuntimeError(f"the fields of {name} are not in the order of the pageview schema")
+
+
+_check_field_order()
 
 
 class _Doubt(Exception):
@@ -158,8 +164,8 @@ def _table(hits: list) -> pa.Table:
         columns[name] = _scalar(raw[name], check, PAGEVIEW_SCHEMA.field(name).type)
     if pc.any(pc.less(columns["view_time"], columns["session_time"])).as_py():
         raise _Doubt
-    for name, struct in _NESTED_STRUCTS.items():
-        columns[name] = _nested(raw[name], name, struct, n)
+    for name in _NESTED_STRUCTS:
+        columns[name] = _nested(raw[name], name, n)
     columns["custom_vars"] = _custom_vars(raw["custom_vars"], n)
     columns["dynamic_vars"] = _dynamic_vars(raw["dynamic_vars"], n)
     columns["user_id"], computed = _ids(raw["user_id_unhashed"], raw["session_number"])
@@ -221,14 +227,13 @@ def _struct_list(offsets: np.ndarray, column: str, children: dict[str, pa.Array]
     return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(arrays, fields=list(struct)))
 
 
-def _nested(values: list, column: str, struct_type: type, n: int) -> pa.Array:
-    list_type = PAGEVIEW_SCHEMA.field(column).type
+def _nested(values: list, column: str, n: int) -> pa.Array:
     if not any(values):  # the usual case of errors, transactions, app events...: no entry in the whole batch
         return _struct_list(np.zeros(n + 1, dtype=np.int32), column, {}, 0)
     times = _TIME_FIELDS[column]
     # Few entries in a batch: one conversion by Arrow of entry tuples costs less than a column at a time.
     rows = [[_entry(e, times) for e in v] if v else () for v in values]
-    return pa.array(rows, list_type)  # range overflow (uint) -> ArrowException / OverflowError -> doubt
+    return pa.array(rows, PAGEVIEW_SCHEMA.field(column).type)  # a uint overflow raises: a doubt
 
 
 def _entry(entry: object, times: tuple[int, ...]) -> tuple:
