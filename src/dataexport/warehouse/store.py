@@ -262,7 +262,6 @@ class PageviewStore:
         return len(old)
 
 
-
 @dataclass(frozen=True)
 class StagedBatch:
     """A batch whose files are written and fsync'd in a staging directory, not yet committed."""
