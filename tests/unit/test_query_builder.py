@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dataexport.catalog import fields_for
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.errors import ValidationFailed
 from dataexport.warehouse.query import build_export_query, quote_ident
+from dataexport.warehouse.slices import SessionSlice
 
 START, END = datetime(2026, 2, 14, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)
 EVIL = "x'); DROP TABLE t; --"
@@ -71,10 +73,27 @@ def test_aliases_are_quoted_identifiers():
 
 
 def test_session_aggregates_only_when_selected():
-    assert " OVER " not in build(fields=[FieldSpec("url"), FieldSpec("session_time")]).sql
-    assert " OVER " in build(fields=[FieldSpec("session_number_of_views")]).sql
+    assert "GROUP BY" not in build(fields=[FieldSpec("url"), FieldSpec("session_time")]).sql
+    assert "JOIN sess" in build(fields=[FieldSpec("session_number_of_views")]).sql
     plain = build(scope=Scope.SESSIONS, fields=[FieldSpec("city")]).sql
-    assert "first(referer_url" not in plain and "arg_min(city" in plain
+    assert "referer_url" not in plain and "arg_min(city" in plain
+
+
+def test_no_ordered_aggregates():
+    # DuckDB buffers every input row of an ordered aggregate in memory: none may appear, whatever the fields.
+    for scope in Scope:
+        every = [FieldSpec(f.name) for f in fields_for(scope) if not f.parameters]
+        sql = build(scope=scope, fields=every).sql
+        assert " ORDER BY view_number" not in sql and " OVER " not in sql
+
+
+def test_a_slice_narrows_the_pageviews_with_typed_bounds():
+    top = SessionSlice("user_id", 1 << 63, None)
+    q = build(session_slice=top)
+    assert "user_id >= CAST(? AS UBIGINT)" in q.sql and "user_id <" not in q.sql
+    assert 1 << 63 in q.params
+    q = build(session_slice=SessionSlice("session_time", START, END))
+    assert "session_time >= CAST(? AS TIMESTAMPTZ) AND session_time < CAST(? AS TIMESTAMPTZ)" in q.sql
 
 
 def test_parameters_match_placeholders_in_text_order():
@@ -86,3 +105,13 @@ def test_no_files_reads_no_file():
     q = build(files=[])
     assert "read_parquet" not in q.sql
     assert q.params[0] == 7
+
+
+def test_session_aggregates_count_what_a_slice_holds_per_session():
+    assert build(fields=[FieldSpec("url"), FieldSpec("view_time")]).session_aggregates == 0  # streams
+    keys = [FieldSpec("user_id_unhashed"), FieldSpec("session_number")]
+    keys_only = build(scope=Scope.SESSIONS, fields=keys, ordered=False)
+    assert keys_only.session_aggregates == 1  # a GROUP BY of keys alone still holds a state per session
+    assert build(fields=[FieldSpec("url"), FieldSpec("session_number_of_views")]).session_aggregates == 2
+    segment = parse_segment_filter({"field": "country_code", "op": "eq", "value": "FR"})
+    assert build(fields=[FieldSpec("url")], segment_filter=segment).session_aggregates == 2

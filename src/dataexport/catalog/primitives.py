@@ -1,11 +1,15 @@
 """Per-session aggregates that session-level fields are computed from.
 
 Sessions are not stored: a session is the group of its pageviews sharing (user_id_unhashed,
-session_number) within one project. Each primitive below is ONE aggregate over that group. The
-query builder computes only the primitives that the selected fields name:
-- scope `sessions`: in a GROUP BY, with `{ob}` = ` ORDER BY view_number` (ordered aggregates);
-- scope `views`: as window aggregates over a window already ordered by view_number (`{ob}` = '').
-Field templates (fields.py) refer to a primitive as `{p:name}`.
+session_number) within one project. Each primitive below is ONE aggregate over that group, computed in
+a GROUP BY session for both scopes (scope `views` joins the session row back to each of its views).
+The query builder computes only the primitives that the selected fields name. Field templates
+(fields.py) refer to a primitive as `{p:name}`.
+
+No primitive is an ordered aggregate (`list(x ORDER BY view_number)`, `first(x ORDER BY ...)`): DuckDB
+buffers every input row of an ordered aggregate per group, in memory, which is what made wide session
+exports run out of memory. View order comes from `arg_min`/`arg_max` by view_number, and lists are
+gathered unordered as (view_number, list) pairs of the views that have elements, then sorted per session.
 """
 
 from __future__ import annotations
@@ -31,9 +35,22 @@ FIRST_KNOWN_COLUMNS = (
 )
 
 
+def _by_view(list_column: str) -> str:
+    # The (view_number, list) pairs of the views whose list has elements, in view order. Most views have
+    # none, so the FILTER keeps the aggregate state small.
+    pairs = f"list({{'v': view_number, 'e': {list_column}}}) FILTER (WHERE len({list_column}) > 0)"
+    return f"list_sort({pairs})"
+
+
+def _gathered(list_column: str) -> str:
+    """The elements of the session's views, in view order ([] when none has any)."""
+    return f"coalesce(flatten(list_transform({_by_view(list_column)}, lambda _z: _z.e)), [])"
+
+
 def _view_numbers_of(list_column: str) -> str:
-    # One view_number per element of the view's list, so it stays index-aligned after flattening.
-    return f"flatten(list(list_transform({list_column}, lambda _e: view_number){{ob}}))"
+    """One view_number per element of `_gathered(list_column)`, index-aligned with it."""
+    numbers = f"list_transform({_by_view(list_column)}, lambda _z: list_transform(_z.e, lambda _q: _z.v))"
+    return f"coalesce(flatten({numbers}), [])"
 
 
 PRIMITIVES: dict[str, str] = {
@@ -50,24 +67,21 @@ PRIMITIVES: dict[str, str] = {
     "revenue": "sum(list_sum(list_transform(transactions, lambda _t: _t.revenue_cents)))",
     "is_excludable": "max(is_excludable)",
     # The session's referrer is the referrer of its first view, even when that one is NULL (direct entry).
-    "referer_url": "first(referer_url{ob})",
-    "errors": "flatten(list(errors{ob}))",
-    "errors_view_numbers": _view_numbers_of("errors"),
-    "app_events": "flatten(list(app_events{ob}))",
+    "referer_url": "arg_min_null(referer_url, view_number)",
+    "errors": _gathered("errors"),
+    "app_events": _gathered("app_events"),
     "app_events_view_numbers": _view_numbers_of("app_events"),
-    "transaction_items": "flatten(list(transaction_items{ob}))",
+    "transaction_items": _gathered("transaction_items"),
     "transaction_items_view_numbers": _view_numbers_of("transaction_items"),
-    "add_to_cart_items": "flatten(list(add_to_cart_items{ob}))",
+    "add_to_cart_items": _gathered("add_to_cart_items"),
     "add_to_cart_items_view_numbers": _view_numbers_of("add_to_cart_items"),
     **{f"first_{c}": f"arg_min({c}, view_number)" for c in FIRST_KNOWN_COLUMNS},
 }
 
-SESSION_ORDER = " ORDER BY view_number"
 
-
-def primitive_sql(name: str, *, ordered: bool) -> str:
-    """The aggregate text of a primitive; `ordered` adds ORDER BY view_number inside ordered aggregates."""
-    return PRIMITIVES[name].replace("{ob}", SESSION_ORDER if ordered else "")
+def primitive_sql(name: str) -> str:
+    """The aggregate text of a primitive."""
+    return PRIMITIVES[name]
 
 
 def column_name(name: str) -> str:

@@ -26,7 +26,7 @@ def render(template: str, *, tz: str | None = None, needed: set[str] | None = No
     """Render a field template.
 
     With `needed` given, `{p:x}` becomes the column of primitive x (computed elsewhere) and x is added to
-    `needed`; without it, the primitive's ordered aggregate is inlined (for HAVING clauses).
+    `needed`; without it, the primitive's aggregate is inlined (for HAVING clauses).
     `{tz}` becomes a bound parameter holding `tz`.
     """
     params: list = []
@@ -42,7 +42,7 @@ def render(template: str, *, tz: str | None = None, needed: set[str] | None = No
         if name not in PRIMITIVES:
             raise KeyError(f"unknown primitive {name}")
         if needed is None:
-            return f"({primitive_sql(name, ordered=True)})"
+            return f"({primitive_sql(name)})"
         needed.add(name)
         return column_name(name)
 
