@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,8 +59,13 @@ class Settings(BaseSettings):
     sort_exports: bool = Field(
         False, description="Sort export rows by session and view (costs memory and time); default storage order"
     )
-    duckdb_memory_limit: str = Field(
-        "256MB", description="DuckDB memory limit of one extraction; beyond it DuckDB spills to the work dir"
+    duckdb_memory_limit: ByteSize = Field(
+        ByteSize(192_000_000), description="DuckDB memory limit of one extraction (`192MB`, `1GiB`); the slices of "
+        "a per-session aggregate are sized to fit it"
+    )
+    export_slice_rows: int | None = Field(
+        None, gt=0, description="Pageviews per slice of a per-session aggregate; default derived from the memory "
+        "limit and the export's width",
     )
     file_ttl_days: int = Field(7, description="Days a run's files can be downloaded (expirationDate), then deleted")
 

@@ -81,8 +81,20 @@ class StorageError(DataExportError):
 
 
 class ExtractionError(DataExportError):
+    """Reading the window failed in a way that may pass (a file swapped by compaction, an I/O hiccup)."""
+
     error_code = "EXTRACTION_ERROR"
     retryable = True
+
+
+class PermanentExtractionError(ExtractionError):
+    """Reading the window failed in a way that the same data and settings will repeat: not retried."""
+
+    retryable = False
+
+
+class ExtractionOutOfMemory(PermanentExtractionError):
+    error_code = "OUT_OF_MEMORY"
 
 
 def validation_error(field: str, message: str) -> ValidationFailed:

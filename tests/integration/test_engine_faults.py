@@ -27,6 +27,7 @@ import duckdb
 import pytest
 from sqlalchemy import select
 
+from dataexport.catalog import fields_for
 from dataexport.config import Settings
 from dataexport.domain.enums import DeviceLabel, Format, Frequency, Scope
 from dataexport.domain.fieldspec import FieldSpec
@@ -35,7 +36,7 @@ from dataexport.engine.lifecycle import create_job
 from dataexport.engine.worker import Worker
 from dataexport.errors import StorageError
 from dataexport.metadata.db import transaction
-from dataexport.metadata.models import JobRun, Project, RunFile
+from dataexport.metadata.models import ExportJob, JobRun, Project, RunFile
 from dataexport.storage import LocalStorage, build_storage
 from dataexport.warehouse.demo import generate
 from dataexport.warehouse.store import PageviewStore
@@ -62,11 +63,11 @@ def seed(warehouse: Path, project_id: int, sessions_per_day: int) -> tuple[datet
 
 
 def add_once_job(sessions, settings: Settings, project_id: int, window: tuple[datetime, datetime],
-                 name: str = "faults") -> int:
-    """A once views job over the window (created through the lifecycle, with its run); returns the run id."""
+                 name: str = "faults", scope: Scope = Scope.VIEWS, fields: list[str] = FIELDS) -> int:
+    """A once job over the window (created through the lifecycle, with its run); returns the run id."""
     spec = JobSpec(
-        name=name, format=Format.CSV, scope=Scope.VIEWS, frequency=Frequency.ONCE,
-        fields=tuple(FieldSpec(field_name=f) for f in FIELDS), device_label=DeviceLabel.ALL, segment_id=None,
+        name=name, format=Format.CSV, scope=scope, frequency=Frequency.ONCE,
+        fields=tuple(FieldSpec(field_name=f) for f in fields), device_label=DeviceLabel.ALL, segment_id=None,
         range_from=window[0], range_to=window[1] - timedelta(milliseconds=1),
     )
     with transaction(sessions) as session:
@@ -221,6 +222,65 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_succeeds_once(engine_en
     expected = direct_keys(settings.resolved_warehouse_dir, project_id, window)
     assert len(keys) == len(set(keys)) == len(expected) > 0  # nothing duplicated, nothing lost
     assert sorted(keys) == sorted(expected)
+
+
+# ---------------------------------------------------------------- failures that would repeat
+
+
+def run_to_the_end(worker: Worker, clock: SettableClock, sessions, run_id: int) -> list[str]:
+    """Run attempts until the run is no longer retried; returns each attempt's outcome."""
+    states = []
+    for _ in range(5):
+        states.append(worker.run_once().state)
+        run, _ = load_run(sessions, run_id)
+        if run.state != "RUNNABLE":
+            return states
+        clock.set(run.runnable_at)
+    return states
+
+
+def test_running_out_of_memory_fails_the_run_at_once_saying_what_to_change(engine_env):
+    sessions, settings, project_id = engine_env
+    # One slice for the whole window under a memory limit no session aggregate fits in.
+    settings = settings.model_copy(update={"duckdb_memory_limit": 4_000_000, "export_slice_rows": 10**9})
+    window = seed(settings.resolved_warehouse_dir, project_id, sessions_per_day=300)
+    fields = [f.name for f in fields_for(Scope.SESSIONS) if not f.parameters]
+    run_id = add_once_job(sessions, settings, project_id, window, scope=Scope.SESSIONS, fields=fields)
+    clock = SettableClock()
+    clock.set(datetime.now(UTC))
+
+    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions,
+                          run_id) == ["FAILURE"]
+    run, files = load_run(sessions, run_id)
+    assert run.attempts == 1 and files == []
+    assert run.error.startswith("ExtractionOutOfMemory: The export ran out of memory")
+    assert "4.0MB" in run.error and "DATAEXPORT_EXPORT_SLICE_ROWS" in run.error
+    assert "DATAEXPORT_DUCKDB_MEMORY_LIMIT" in run.error
+
+    # With the slices sized from the limit (the default), the same export fits.
+    settings = settings.model_copy(update={"duckdb_memory_limit": 64_000_000, "export_slice_rows": None})
+    run_id = add_once_job(sessions, settings, project_id, window, name="sliced", scope=Scope.SESSIONS,
+                          fields=fields)
+    clock.set(datetime.now(UTC))
+    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions,
+                          run_id) == ["SUCCESS"]
+
+
+def test_a_job_that_no_longer_validates_fails_at_once_naming_the_field(engine_env):
+    sessions, settings, project_id = engine_env
+    window = seed(settings.resolved_warehouse_dir, project_id, sessions_per_day=20)
+    run_id = add_once_job(sessions, settings, project_id, window)
+    with transaction(sessions) as session:  # as if the field had left the catalog since the job was made
+        job = session.get(ExportJob, session.get(JobRun, run_id).job_id)
+        job.fields = [{"fieldName": "gone_field"}, *job.fields[1:]]
+    clock = SettableClock()
+    clock.set(datetime.now(UTC))
+
+    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions,
+                          run_id) == ["FAILURE"]
+    run, _ = load_run(sessions, run_id)
+    assert run.attempts == 1
+    assert "fields[0].fieldName" in run.error and "unknown field" in run.error
 
 
 # ---------------------------------------------------------------- storage failures

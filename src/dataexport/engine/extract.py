@@ -1,4 +1,4 @@
-"""One run's extraction: job spec -> DuckDB query over the window's Parquet files -> gzip parts on local disk."""
+"""One run's extraction: job spec -> the warehouse's export stream of the window -> gzip parts on local disk."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
-import pyarrow.parquet as pq
-
 from dataexport.domain.enums import DEVICE_IDS_BY_LABEL, DeviceLabel, Format, Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import SegmentFilter
-from dataexport.warehouse.layout import partition_files
-from dataexport.warehouse.query import build_export_query
+from dataexport.warehouse.export_read import ExportRequest, ReadLimits, open_export
 from dataexport.writers import PartInfo, write_parts
-
-# 32k rows: small enough that batches in flight stay a few MB (10M rows peak at ~400 MB), large enough to
-# keep per-batch overhead negligible (it was also faster than 128k in bench/export.py).
-BATCH_ROWS = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,39 +27,51 @@ class ExtractionSpec:
     window_end: datetime
 
 
-def estimate_rows(files: list[str]) -> int:
-    """Rows stored in the window's partitions, from Parquet footers only: an upper bound for progress."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files) or 1
-
-
 def extract(
-    spec: ExtractionSpec, *, warehouse_root: Path, work_dir: Path, part_max_bytes: int, gzip_level: int,
-    threads: int, memory_limit: str = "256MB", ordered: bool = False,
+    spec: ExtractionSpec,
+    *,
+    warehouse_root: Path,
+    work_dir: Path,
+    part_max_bytes: int,
+    gzip_level: int,
+    threads: int,
+    memory_limit: int = 192_000_000,
+    ordered: bool = False,
+    rows_per_slice: int | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> list[PartInfo]:
-    files = partition_files(warehouse_root, spec.project_id, spec.window_start, spec.window_end)
-    query = build_export_query(
-        files=files, project_id=spec.project_id, scope=spec.scope, fields=spec.fields,
-        window_start=spec.window_start, window_end=spec.window_end, timezone=spec.timezone,
-        device_ids=DEVICE_IDS_BY_LABEL[spec.device_label], segment_filter=spec.segment_filter,
-        output="csv" if spec.format is Format.CSV else "jsonl", ordered=ordered,
+    request = ExportRequest(
+        project_id=spec.project_id,
+        scope=spec.scope,
+        fields=spec.fields,
+        window_start=spec.window_start,
+        window_end=spec.window_end,
+        timezone=spec.timezone,
+        device_ids=DEVICE_IDS_BY_LABEL[spec.device_label],
+        segment_filter=spec.segment_filter,
+        output="csv" if spec.format is Format.CSV else "jsonl",
+        ordered=ordered,
     )
-    estimate = estimate_rows(files) if files else 1
-
-    def progress(rows: int) -> None:
-        if on_progress is not None:
-            on_progress(min(99.0, 100.0 * rows / estimate))
-
     work_dir.mkdir(parents=True, exist_ok=True)
-    # A bounded memory limit with a spill directory keeps a worker's memory flat whatever the window's size.
-    conn = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit,
-                                  "temp_directory": str(work_dir / "duckdb-spill")})
-    try:
-        # A relation streams its result as Arrow batches; execute() would materialise a copy first.
-        reader = conn.sql(query.sql, params=query.params).to_arrow_reader(BATCH_ROWS)
+    # A bounded memory limit with a spill directory, and slices of whole sessions, keep a worker's memory
+    # flat whatever the window's size.
+    limits = ReadLimits(
+        threads=threads, memory_limit=memory_limit, spill_dir=work_dir / "duckdb-spill", rows_per_slice=rows_per_slice
+    )
+    with open_export(warehouse_root, request, limits) as stream:
+
+        def progress(rows: int) -> None:
+            if on_progress is not None:
+                read = max(stream.progress, rows / max(stream.pageviews, 1))  # rows: views; slices: sessions
+                on_progress(min(99.0, 100.0 * read))
+
         return write_parts(
-            reader, fmt=spec.format, columns=query.columns, work_dir=work_dir, part_max_bytes=part_max_bytes,
-            gzip_level=gzip_level, threads=threads, on_progress=progress,
+            stream,
+            fmt=spec.format,
+            columns=stream.columns,
+            work_dir=work_dir,
+            part_max_bytes=part_max_bytes,
+            gzip_level=gzip_level,
+            threads=threads,
+            on_progress=progress,
         )
-    finally:
-        conn.close()

@@ -131,7 +131,8 @@ class Worker:
                 spec, warehouse_root=self.settings.resolved_warehouse_dir, work_dir=work_dir,
                 part_max_bytes=self.settings.part_max_bytes, gzip_level=self.settings.gzip_level,
                 threads=self.threads, memory_limit=self.settings.duckdb_memory_limit,
-                ordered=self.settings.sort_exports, on_progress=heartbeat.set_progress,
+                ordered=self.settings.sort_exports, rows_per_slice=self.settings.export_slice_rows,
+                on_progress=heartbeat.set_progress,
             )
             heartbeat.check()
             keys = self._publish(run_snapshot, attempt, spec, parts)

@@ -24,11 +24,17 @@ def days_covering(start: datetime, end: datetime) -> list[date]:
     return days
 
 
-def partition_files(root: Path, project_id: int, start: datetime, end: datetime) -> list[str]:
-    """Existing Parquet files of the sessions that started in [start, end), in a stable order."""
-    files: list[str] = []
+def partition_files_by_day(root: Path, project_id: int, start: datetime, end: datetime) -> list[tuple[date, list[str]]]:
+    """The session days of [start, end) that have files, each with its Parquet files, in a stable order."""
+    out: list[tuple[date, list[str]]] = []
     for day in days_covering(start, end):
         d = partition_dir(root, project_id, day)
-        if d.is_dir():
-            files.extend(sorted(str(p) for p in d.glob("*.parquet")))
-    return files
+        files = sorted(str(p) for p in d.glob("*.parquet")) if d.is_dir() else []
+        if files:
+            out.append((day, files))
+    return out
+
+
+def partition_files(root: Path, project_id: int, start: datetime, end: datetime) -> list[str]:
+    """Existing Parquet files of the sessions that started in [start, end), in a stable order."""
+    return [f for _day, files in partition_files_by_day(root, project_id, start, end) for f in files]

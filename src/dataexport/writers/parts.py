@@ -30,7 +30,7 @@ from dataexport.writers.render import CsvRenderer, JsonlRenderer, extension_for,
 
 # Chunk of about 8 MB: big enough that per-chunk overhead (gzip member header, task hand-off) vanishes,
 # small enough that 2 * threads of them in flight stay a few tens of MB.
-CHUNK_TARGET_BYTES = 8 * 1024 * 1024
+CHUNK_TARGET_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
