@@ -245,8 +245,9 @@ def load(
 
 
 def _engine_parts(settings: Settings):
-    from dataexport.api.app import resolve_jwt_key
-    from dataexport.api.context import system_clock
+    # Not from the API's modules: a worker or scheduler process would carry FastAPI and its kin for nothing.
+    from dataexport.clock import system_clock
+    from dataexport.security.keys import resolve_jwt_key
     from dataexport.storage import build_storage
 
     return _sessions(settings), build_storage(settings, secret=resolve_jwt_key(settings)), system_clock

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
 from dataexport import __version__
-from dataexport.api.context import (
-    AppContext,
-    Clock,
-    ProjectConcurrency,
-    TokenRateLimiter,
-    db_request_slots,
-    system_clock,
-)
+from dataexport.api.context import AppContext, ProjectConcurrency, TokenRateLimiter, db_request_slots
 from dataexport.api.envelope import install_error_handlers
 from dataexport.api.observability import install_observability
 from dataexport.api.query_guard import single_valued_query
 from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
+from dataexport.clock import Clock, system_clock
 from dataexport.config import Settings
 from dataexport.engine.runtime import background_for
 from dataexport.gc_tuning import settle_heap
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate
+from dataexport.security.keys import resolve_jwt_key
 from dataexport.serving import SERVE_SETTINGS_ENV
 from dataexport.warehouse.store import PageviewStore
 
@@ -45,19 +38,6 @@ Extensions beyond the vendor: `DELETE /v1/exports/{jobId}`, `POST /v1/exports/{j
 
 # Threads running the requests' DB work (api.deps.Db): more than a few only add GIL contention.
 MAX_DB_THREADS = 16
-
-
-def resolve_jwt_key(settings: Settings) -> str:
-    """The configured key, else one generated once and kept in the data dir (0600) across restarts."""
-    if settings.jwt_secret:
-        return settings.jwt_secret
-    path = Path(settings.data_dir) / "jwt.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()
 
 
 def prepare_shared_state(settings: Settings) -> None:

@@ -5,7 +5,6 @@ from dataexport.storage.factory import build_storage, url_signing_key
 from dataexport.storage.http import FileResponse, file_response, parse_range, signed_file_response
 from dataexport.storage.keys import validate_key, validate_prefix
 from dataexport.storage.local import LocalStorage
-from dataexport.storage.s3 import S3Storage
 from dataexport.storage.signing import Verdict, sign, verify
 
 __all__ = [
@@ -25,3 +24,12 @@ __all__ = [
     "validate_prefix",
     "verify",
 ]
+
+
+def __getattr__(name: str):
+    # S3Storage on first use: boto3 costs tens of MB in every process that imports the package otherwise.
+    if name == "S3Storage":
+        from dataexport.storage.s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(name)

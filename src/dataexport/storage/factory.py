@@ -9,7 +9,6 @@ from dataexport.config import Settings
 from dataexport.errors import validation_error
 from dataexport.storage.base import Storage
 from dataexport.storage.local import LocalStorage
-from dataexport.storage.s3 import S3Storage
 
 
 def url_signing_key(master_secret: bytes | str) -> bytes:
@@ -28,6 +27,8 @@ def build_storage(settings: Settings, *, secret: bytes | str | None = None) -> S
             raise ValueError("local storage needs a secret to sign download URLs (jwt_secret or secret=)")
         return LocalStorage(settings.resolved_files_dir, url_signing_key(master))
     if kind == "s3":
+        from dataexport.storage.s3 import S3Storage  # boto3 is heavy: only the processes that use it load it
+
         return S3Storage(
             settings.s3_bucket,
             prefix=settings.s3_prefix,
