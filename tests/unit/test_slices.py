@@ -55,18 +55,20 @@ def sorted_groups(bounds: list[tuple[int, int, int]]) -> tuple[RowGroup, ...]:
     return tuple(RowGroup(lo, hi, rows) for lo, hi, rows in bounds)
 
 
-def test_cuts_snap_to_row_group_starts_when_groups_are_small():
-    # Eight row groups of 100 rows each over the id space; four slices: cuts at the starts of groups 2, 4, 6.
+def test_slices_are_whole_row_groups_when_groups_are_small():
+    # Eight row groups of 100 rows each over the id space, 250 rows a slice: two whole groups each.
     step = USER_ID_SPACE // 8
     groups = sorted_groups([(i * step, (i + 1) * step - 1, 100) for i in range(8)])
-    slices = sorted_user_id_slices(groups, 4)
+    slices = sorted_user_id_slices(groups, 250)
     assert slices is not None and covers_every_user_id_once(slices)
     assert [s.low for s in slices] == [0, 2 * step, 4 * step, 6 * step]
+    # The window reads half of each group: five groups fit a slice.
+    assert [s.low for s in sorted_user_id_slices(groups, 250, share=0.5)] == [0, 5 * step]
 
 
 def test_cuts_interpolate_inside_a_large_row_group():
     # One row group holding the whole file (as a small test file has): four slices by interpolation.
-    slices = sorted_user_id_slices(sorted_groups([(1000, 2000, 400)]), 4)
+    slices = sorted_user_id_slices(sorted_groups([(1000, 2000, 400)]), 100)
     assert slices is not None and covers_every_user_id_once(slices)
     assert [s.low for s in slices] == [0, 1250, 1500, 1750]
 
@@ -77,16 +79,18 @@ def test_unsorted_or_statless_row_groups_give_no_cut():
     assert sorted_user_id_slices((), 2) is None
 
 
-@given(st.lists(st.tuples(st.integers(0, 1000), st.integers(1, 50)), min_size=1, max_size=30), st.integers(1, 40))
-def test_sorted_cuts_always_cover_every_user_id_once(widths, count):
+@given(st.lists(st.tuples(st.integers(1, 1000), st.integers(1, 50)), min_size=1, max_size=30), st.integers(1, 120))
+def test_sorted_cuts_cover_every_user_id_once_and_no_slice_overflows(widths, rows_per_slice):
     groups, low = [], 0
     for width, rows in widths:
         groups.append(RowGroup(low, low + width, rows))
         low += width  # a group may end on the next one's first id: a visitor straddling two groups
-    slices = sorted_user_id_slices(tuple(groups), count)
+    slices = sorted_user_id_slices(tuple(groups), rows_per_slice)
     assert slices is not None
     assert covers_every_user_id_once(slices)
-    assert 1 <= len(slices) <= count
+    for s in slices:  # the rows of the groups a slice holds whole stay within the limit
+        whole = [g for g in groups if s.low <= g.min_user_id and (s.high is None or g.max_user_id < s.high)]
+        assert sum(g.rows for g in whole) <= max(rows_per_slice, max(g.rows for g in whole) if whole else 0)
 
 
 def test_time_slices_are_consecutive_and_in_order():

@@ -136,6 +136,7 @@ def open_export_of_days(
             "threads": limits.threads,
             "memory_limit": f"{limits.memory_limit}B",
             "temp_directory": str(limits.spill_dir),
+            "preserve_insertion_order": False,
         }
     )
     try:

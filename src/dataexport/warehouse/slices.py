@@ -6,8 +6,8 @@ memory of one slice, whatever the window's size. A slice must hold every pagevie
 - it reads one partition (all pageviews of a session share its session_time, so they share its session day);
 - within a partition, it is a range of a column that all pageviews of a session share:
   - `user_id` (the default): the sha256-derived hash of the visitor id. A compacted partition is sorted by it,
-    so a slice whose bounds fall on row-group starts reads each row group once (DuckDB prunes the others by
-    their statistics); without usable statistics, equal ranges of the 64-bit space hold about equal shares.
+    so slices of whole row groups read each row group once (DuckDB prunes the others by their statistics);
+    without usable statistics, equal ranges of the 64-bit space hold about equal shares.
   - `session_time` (sorted exports): equal time ranges, in time order, so the slices' sorted outputs
     follow each other in order; but each reads every row group of a compacted partition.
 Reading slice by slice across a whole window instead of partition by partition made each slice read a row
@@ -75,37 +75,44 @@ def user_id_slices(count: int) -> list[SessionSlice]:
     return _ranges([USER_ID_SPACE * k // count for k in range(1, count)])
 
 
-def sorted_user_id_slices(row_groups: tuple[RowGroup, ...], count: int) -> list[SessionSlice] | None:
-    """`count` ranges of about equal rows, for a file whose row groups are sorted by user_id with statistics (as
-    compaction writes them); None when they are not.
+def sorted_user_id_slices(
+    row_groups: tuple[RowGroup, ...], rows_per_slice: int, share: float = 1.0
+) -> list[SessionSlice] | None:
+    """Ranges of at most about `rows_per_slice` rows for a file whose row groups are sorted by user_id with
+    statistics (as compaction writes them); None when they are not. `share` is the part of a row group's rows
+    that the window reads.
 
-    A cut that falls in a row group much smaller than a slice moves to the nearest row-group start, so that no
-    row group is read twice; in a larger one it is placed by interpolation (user_id hashes spread evenly).
+    Whole row groups are packed into a slice while they fit, so that none is read twice; a row group larger
+    than a slice is cut inside by interpolation (user_id hashes spread evenly).
     """
-    if count < 1:
-        raise ValueError("count must be positive")
+    if rows_per_slice < 1:
+        raise ValueError("rows_per_slice must be positive")
     if not row_groups or any(g.min_user_id is None or g.max_user_id is None for g in row_groups):
         return None
     if any(a.max_user_id > b.min_user_id for a, b in zip(row_groups, row_groups[1:], strict=False)):  # type: ignore[operator]
         return None
-    total = sum(g.rows for g in row_groups)
     bounds: list[int] = []
-    before, k = 0, 1
-    for i, group in enumerate(row_groups):
+
+    def cut(at: int) -> bool:
+        if at > (bounds[-1] if bounds else 0):
+            bounds.append(at)
+            return True
+        return False  # no room in the id range for it
+
+    filled = 0.0  # rows in the slice being filled
+    for group in row_groups:
         lo, hi = group.min_user_id, group.max_user_id
         assert lo is not None and hi is not None
-        while k < count and total * k / count < before + group.rows:
-            share = (total * k / count - before) / max(group.rows, 1)
-            if group.rows * 2 <= total / count:  # small row group: snap to a start
-                nearest = row_groups[i + 1] if share >= 0.5 and i + 1 < len(row_groups) else group
-                cut = nearest.min_user_id
-            else:
-                cut = lo + int((hi - lo) * share)
-            assert cut is not None
-            if cut > (bounds[-1] if bounds else 0):
-                bounds.append(cut)
-            k += 1
-        before += group.rows
+        rows = group.rows * share
+        if filled and filled + rows > rows_per_slice:
+            cut(lo)
+            filled = 0.0
+        if rows > rows_per_slice:
+            pieces = math.ceil(rows / rows_per_slice)
+            made = sum(cut(lo + (hi - lo) * k // pieces) for k in range(1, pieces))
+            filled = rows / (1 + made)  # the last piece, which the next row groups may join
+        else:
+            filled += rows
     return _ranges(bounds)
 
 
@@ -137,7 +144,8 @@ def plan_slices(partitions: list[Partition], *, rows_per_slice: int, ordered: bo
         if ordered:
             cuts = session_time_slices(p.start, p.end, count)
         else:
-            cuts = sorted_user_id_slices(p.row_groups, count) or user_id_slices(count)
+            share = p.rows / max(1, sum(g.rows for g in p.row_groups))
+            cuts = sorted_user_id_slices(p.row_groups, rows_per_slice, share) or user_id_slices(count)
         out.extend(ReadSlice(p.files, s) for s in cuts)
     return out or [ReadSlice(every, None)]
 
