@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     part_max_bytes: int = Field(256 * 1024 * 1024, description="Upper bound of one uncompressed part, in bytes")
     gzip_level: int = Field(1, description="ISA-L gzip level (0-3); 1 is fast with a good ratio")
     sort_exports: bool = Field(
-        False, description="Sort export rows by session and view (costs memory and time); default storage order"
+        False, description="Sort export rows by session and view (slower); by default rows leave in no set order"
     )
     duckdb_memory_limit: ByteSize = Field(
         ByteSize(192_000_000), description="DuckDB memory limit of one extraction (`192MB`, `1GiB`); the slices of "

@@ -45,7 +45,7 @@ BATCH_ROWS_RANGE = (1024, 32 * 1024)
 # for sessions of long lists and for the scan's own buffers (the part of the limit not given to slices).
 BYTES_PER_PAGEVIEW = 100
 BYTES_PER_AGGREGATE = 20
-SLICE_SHARE_OF_MEMORY = 0.6
+SLICE_SHARE_OF_MEMORY = 0.5
 
 
 @dataclass(frozen=True)
