@@ -32,19 +32,19 @@ TINY = 40  # pageviews a slice: dozens of slices on this data
 WHOLE = 10**12
 
 
-def extras(scope: Scope) -> list[FieldSpec]:
-    return [
-        FieldSpec("custom_var", custom_var_position=1),
-        FieldSpec("custom_var", custom_var_position=3),
-        FieldSpec("dynamic_var", dynamic_var_key="AB Test"),
-        FieldSpec("dynamic_var", dynamic_var_key="cart_value"),
-        FieldSpec("user_id_unhashed", alias_name='visitor, "quoted"'),
-    ]
+# Parameterised fields and an alias, on top of the catalog's plain fields (the same for both scopes).
+EXTRAS = [
+    FieldSpec("custom_var", custom_var_position=1),
+    FieldSpec("custom_var", custom_var_position=3),
+    FieldSpec("dynamic_var", dynamic_var_key="AB Test"),
+    FieldSpec("dynamic_var", dynamic_var_key="cart_value"),
+    FieldSpec("user_id_unhashed", alias_name='visitor, "quoted"'),
+]
 
 
 def every_field(scope: Scope) -> list[FieldSpec]:
     names = [f.name for f in fields_for(scope) if not f.parameters and f.name != "user_id_unhashed"]
-    return [FieldSpec(n) for n in names] + extras(scope)
+    return [FieldSpec(n) for n in names] + EXTRAS
 
 
 def view(user: str, session_number: int, session_time: datetime, view_number: int, view_time: datetime, **over) -> dict:
