@@ -361,7 +361,7 @@ def test_float_text_is_the_shortest_form(con, warehouse, tmp_path):
                    view_time=ts(9, 0, 0), url="https://x/", scroll_rate=0.1)
     pq.write_table(pa.Table.from_pylist([row], schema=PAGEVIEW_SCHEMA), d / "p.parquet")
     _, table = run(con, tmp_path, Scope.VIEWS, [FieldSpec("scroll_rate")], output="jsonl")
-    assert table.column("line").to_pylist() == ['{"scroll_rate":0.1}']
+    assert table.column("line").to_pylist() == ['{"scroll_rate":0.1}\n']
 
 
 # ------------------------------------------------------------------ aliases, windows, devices

@@ -111,7 +111,7 @@ def test_csv_parts_split_under_limit_each_with_header_and_read_back_by_three_rea
 
 def test_jsonl_parts_hold_one_object_per_line(con, tmp_path):
     limit = 30_000
-    sql = f"select to_json(s)::VARCHAR as line from ({SOURCE_SQL.format(rows=3000)}) s"
+    sql = f"select to_json(s)::VARCHAR || chr(10) as line from ({SOURCE_SQL.format(rows=3000)}) s"
     parts = write_parts(
         batches(con, sql, 700), fmt=Format.JSONL, columns=["line"], work_dir=tmp_path, part_max_bytes=limit
     )

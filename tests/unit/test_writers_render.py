@@ -64,15 +64,15 @@ def test_csv_missing_column_is_an_error():
         CsvRenderer(["a", "missing"]).render(pa.record_batch({"a": [1]}))
 
 
-def test_jsonl_appends_newline_per_line_and_skips_null_lines():
-    lines = ['{"a":1}', '{"b":"x\\ny"}', None, "{}"]
+def test_jsonl_writes_the_lines_as_they_are_and_skips_null_lines():
+    lines = ['{"a":1}\n', '{"b":"x\\ny"}\n', None, "{}\n"]
     rendered = JsonlRenderer().render(pa.record_batch({"line": lines}))
     assert bytes(rendered.data) == b'{"a":1}\n{"b":"x\\ny"}\n{}\n'
     assert rendered.rows == 3
 
 
 def test_jsonl_reads_sliced_and_large_string_batches():
-    batch = pa.record_batch({"line": pa.array([f'{{"i":{i}}}' for i in range(10)], pa.large_string())})
+    batch = pa.record_batch({"line": pa.array([f'{{"i":{i}}}\n' for i in range(10)], pa.large_string())})
     rendered = JsonlRenderer().render(batch.slice(3, 4))
     assert bytes(rendered.data) == b'{"i":3}\n{"i":4}\n{"i":5}\n{"i":6}\n'
 
