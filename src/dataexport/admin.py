@@ -64,7 +64,8 @@ def create_client(
     session: Session, *, now: datetime, project_id: int | None = None, account_id: int | None = None,
     name: str = "",
 ) -> NewClient:
-    """A project-level client (project_id) or an account-level client (account_id); at most 10 of each."""
+    """A project-level client (project_id) or an account-level client (account_id); at most 10 live (unrevoked)
+    ones of each."""
     if (project_id is None) == (account_id is None):
         raise validation_error("project", "give exactly one of project or account")
     if project_id is not None:
@@ -78,7 +79,8 @@ def create_client(
             raise NotFound(f"Account {account_id} not found.")
         count = tenants.count_clients(session, account_id=account_id)
     if count >= MAX_CLIENTS:
-        raise Conflict(f"At most {MAX_CLIENTS} credentials are allowed per project and per account.",
+        raise Conflict(f"At most {MAX_CLIENTS} credentials are allowed per project and per account; revoke one "
+                       "(`dataexport clients revoke`) to make room.",
                        error_code="TOO_MANY_CLIENTS")
     secret = secrets.new_secret()
     client = tenants.create_client(
@@ -86,6 +88,31 @@ def create_client(
         account_id=account_id, project_id=project_id, name=name, now=now,
     )
     return NewClient(client, secret)
+
+
+def list_clients(
+    session: Session, *, project_id: int | None = None, account_id: int | None = None
+) -> list[OAuthClient]:
+    """The clients of a project or of an account (with its projects' clients), or all; revoked ones included."""
+    if project_id is not None and account_id is not None:
+        raise validation_error("project", "give at most one of project or account")
+    if project_id is not None and tenants.get_project(session, project_id) is None:
+        raise NotFound(f"Project {project_id} not found.")
+    if account_id is not None and tenants.get_account(session, account_id) is None:
+        raise NotFound(f"Account {account_id} not found.")
+    return tenants.list_clients(session, project_id=project_id, account_id=account_id)
+
+
+def revoke_client(session: Session, client_id: str, *, now: datetime) -> OAuthClient:
+    """Revoke a client: it gets no more tokens, its unexpired tokens stop working, and it no longer counts
+    against the cap of MAX_CLIENTS. Revoking a revoked client changes nothing (its first revocation stands)."""
+    client = tenants.client_by_client_id(session, client_id)
+    if client is None:
+        raise NotFound(f"Client {client_id} not found.")
+    if client.revoked_at is None:
+        client.revoked_at = now
+        session.flush()
+    return client
 
 
 def create_segment(session: Session, *, project_id: int, name: str, filter: object, now: datetime) -> Segment:

@@ -132,6 +132,64 @@ def clients_create(
     _emit(as_json, out, [f"client_id={out['client_id']}", f"client_secret={out['client_secret']}  (shown once)"])
 
 
+def _client_row(client) -> dict:
+    from dataexport.domain.timeparse import format_instant
+
+    return {"client_id": client.client_id, "name": client.name, "project_id": client.project_id,
+            "account_id": client.account_id, "created_at": format_instant(client.created_at),
+            "revoked_at": format_instant(client.revoked_at)}
+
+
+@clients_app.command("list")
+def clients_list(
+    project: int | None = typer.Option(None, "--project", help="Only this project's clients"),
+    account: int | None = typer.Option(None, "--account", help="Only this account's clients (all its projects)"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """List OAuth clients (never their secrets), revoked ones included."""
+    from rich import box
+    from rich.table import Column, Table
+
+    from dataexport import admin
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            return [_client_row(c) for c in admin.list_clients(session, project_id=project, account_id=account)]
+
+    rows = _run(work)
+    if as_json:
+        typer.echo(json.dumps({"clients": rows}))
+        return
+    # Dates only, so a row fits 80 columns (--json has the instants); client_id whole: operators copy it.
+    whole = {"no_wrap": True}
+    table = Table(Column("client_id", **whole), Column("project", **whole), Column("account", **whole), "name",
+                  Column("created", **whole), Column("revoked", **whole), box=box.SIMPLE_HEAD, pad_edge=False)
+    for r in rows:
+        table.add_row(r["client_id"], str(r["project_id"] or "all"), str(r["account_id"]), r["name"],
+                      r["created_at"][:10], (r["revoked_at"] or "")[:10])
+    console.print(table)
+
+
+@clients_app.command("revoke")
+def clients_revoke(
+    client_id: str = typer.Argument(..., help="The client_id to revoke"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Revoke a client: no more tokens; its unexpired tokens stop working within about a second."""
+    from dataexport import admin
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            return _client_row(admin.revoke_client(session, client_id, now=_now()))
+
+    out = _run(work)
+    _emit(as_json, out, [f"client_id={out['client_id']} revoked_at={out['revoked_at']}"])
+
+
 @segments_app.command("create")
 def segments_create(
     project: int = typer.Option(..., "--project"),
@@ -184,10 +242,9 @@ def _serve(settings: Settings) -> None:
 
     from dataexport.api.app import prepare_shared_state, served_app
     from dataexport.logging import configure_logging
-    from dataexport.serving import serve_processes
+    from dataexport.serving import serve_processes, uvicorn_options
 
-    options = {"host": settings.host, "port": settings.port, "log_level": "warning", "proxy_headers": True,
-               "timeout_graceful_shutdown": 30}
+    options = uvicorn_options(settings)  # the same for one process and for each of several
     if settings.api_processes == 1:
         uvicorn.run(served_app(settings), **options)
         return
@@ -219,18 +276,25 @@ def load(
     settings = _settings(data_dir)
 
     def work():
+        from dataexport.warehouse.hits_columnar import HitWindow
+
         settle_heap()
         with transaction(_sessions(settings)) as session:
-            if tenants.get_project(session, project) is None:
+            row = tenants.get_project(session, project)
+            if row is None:
                 from dataexport.errors import NotFound
 
                 raise NotFound(f"Project {project} not found.")
+            retention_days = row.retention_days
+        # History is welcome, but not what the project's retention sweep would delete, nor the future.
+        window = HitWindow.at(_now(), max_future_seconds=settings.ingest_max_future_seconds,
+                              retention_days=retention_days)
         columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn())
         with Progress(*columns, console=console, disable=as_json) as bar, \
                 PageviewStore(settings.resolved_warehouse_dir) as store:
             task = bar.add_task("loading", total=None)
-            return load_files(store, project, files,
+            return load_files(store, project, files, window=window,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
 
     summary = _run(work)

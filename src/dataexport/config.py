@@ -20,7 +20,28 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `serve` listens on")
     port: int = Field(8000, description="Port `serve` listens on")
     public_base_url: str | None = Field(
-        None, description="Externally reachable base URL returned as `endpoint`; default derived from the request"
+        None, description="Externally reachable base URL returned as `endpoint` and in file URLs; default derived "
+        "from the request's Host, which must then be one of allowed_hosts"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names (optionally host:port) requests may carry besides localhost, "
+        "127.0.0.1, ::1 and public_base_url's host; any other Host gets 400. A JSON list: [\"a.example\"]"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto "
+        "are honoured (uvicorn's forwarded_allow_ips), a JSON list; none by default"
+    )
+    metrics_token: str | None = Field(
+        None, description="Bearer token `/metrics` requires; without it `/metrics` answers loopback clients only"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="A connection must send a request's complete headers within this time"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request must send its complete body within this time (else 408)"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open connections one API process serves at once; more are answered 503"
     )
 
     # Auth
@@ -28,11 +49,34 @@ class Settings(BaseSettings):
         None, description="HMAC key for access tokens; default generated and kept in data_dir"
     )
     token_ttl_seconds: int = Field(3600, description="Lifetime of an access token (the vendor: 1 hour)")
-    token_rate_limit_per_minute: int = Field(30, description="Token requests per client_id and minute")
+    auth_free_failures: int = Field(
+        5, ge=0, description="Failed token requests per (client_id, source address) before each further one must "
+        "wait; the wait doubles with each failure"
+    )
+    auth_max_delay_seconds: float = Field(
+        300.0, gt=0, description="Longest wait imposed on a (client_id, address) after repeated failures"
+    )
+    auth_global_failures_per_minute: int = Field(
+        600, ge=1, description="Failed token requests per minute and API process beyond which addresses that "
+        "already failed are refused at once (429) without checking their secret"
+    )
+    auth_hash_concurrency: int = Field(
+        2, ge=1, description="Secret hashes (argon2) one API process checks at once; others wait their turn"
+    )
 
     # Limits
     max_concurrent_requests_per_project: int = Field(
         10, description="In-flight API requests per project and API process; more get 429"
+    )
+    max_active_jobs_per_project: int = Field(
+        100, ge=1, description="Export jobs that will still run (ACTIVE, or a once job COMPUTING) a project may have; "
+        "creating or resuming one more gets 429"
+    )
+    ingest_max_future_seconds: int = Field(
+        300, ge=0, description="How far in the future (clock skew) an ingested hit's time may be"
+    )
+    ingest_max_partitions_per_batch: int = Field(
+        31, ge=1, description="Distinct session days one ingest batch may touch (one partition each)"
     )
 
     # Engine

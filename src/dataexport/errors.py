@@ -68,6 +68,21 @@ class TooManyRequests(DataExportError):
         self.retry_after = retry_after
 
 
+class PayloadTooLarge(DataExportError):
+    status = 413
+    error_code = "PAYLOAD_TOO_LARGE"
+
+
+class RequestTimeout(DataExportError):
+    status = 408
+    error_code = "REQUEST_TIMEOUT"
+
+
+class TooManyActiveJobs(DataExportError):
+    status = 429
+    error_code = "TOO_MANY_ACTIVE_JOBS"
+
+
 class Gone(DataExportError):
     status = 410
     error_code = "GONE"

@@ -12,6 +12,7 @@ The parent only supervises: it forwards SIGTERM/SIGINT (each process then shuts 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -29,6 +30,32 @@ SERVE_SETTINGS_ENV = "DATAEXPORT_SERVE_SETTINGS"
 FAST_FAILURE_SECONDS = 10.0  # a process that dies sooner after starting counts as failing to start
 MAX_FAST_FAILURES = 3
 STOP_TIMEOUT_SECONDS = 60.0
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options of `dataexport serve`, one process or several (each API process gets this dict).
+
+    - The HTTP protocol is uvicorn's httptools one with a deadline for request headers and a cap on their size
+      (api/uvicorn_protocol.py); a partial of a module-level class, so the dict pickles for spawned processes.
+    - `limit_concurrency`: beyond max_connections open connections (or requests) per process, uvicorn answers
+      503 rather than letting each new one slow all the others.
+    - X-Forwarded-For/-Proto are honoured only from trusted_proxies (uvicorn's default trusts any loopback
+      client, so anyone on the host could pick their address and scheme); X-Forwarded-Host never is.
+    """
+    from dataexport.api.uvicorn_protocol import MAX_HEADER_BYTES, GuardedHttpToolsProtocol
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 30,
+        "http": functools.partial(GuardedHttpToolsProtocol, header_timeout=settings.header_timeout_seconds,
+                                  max_header_bytes=MAX_HEADER_BYTES),
+        "limit_concurrency": settings.max_connections,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": list(settings.trusted_proxies),
+        "server_header": False,  # no "server: uvicorn": nothing to tell a scanner
+    }
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -12,21 +12,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 
 import orjson
 import pyarrow as pa
 import pytest
+from fastapi.security.utils import get_authorization_scheme_param
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from dataexport.api.http_guards import HostPolicy, json_depth, json_too_deep, parse_host
+from dataexport.api.observability import is_loopback, metrics_refusal
 from dataexport.catalog.fields import segment_fields
+from dataexport.config import Settings
 from dataexport.domain.jobspec import parse_job_spec
 from dataexport.domain.segment_filter import OPS, parse_segment_filter, to_json
 from dataexport.domain.timeparse import MAX_YEAR, MIN_YEAR, format_instant, parse_instant
 from dataexport.errors import ValidationFailed
-from dataexport.storage.http import Unsatisfiable, parse_range
+from dataexport.security.tokens import TokenVerifier
+from dataexport.storage.http import MAX_RANGE_HEADER, Unsatisfiable, parse_range
 from dataexport.storage.keys import MAX_KEY_LENGTH, validate_key
 from dataexport.storage.signing import Verdict, sign, verify
 from dataexport.warehouse.hits import validate_hit, validate_hits
@@ -376,3 +382,145 @@ def test_absurdly_long_bounds_are_ignored_or_unsatisfiable(header):
     # A start past any file is unsatisfiable; a suffix longer than the file is the whole file (RFC 9110).
     with contextlib.suppress(Unsatisfiable):
         assert parse_range(header, 100) in (None, (0, 99))
+
+
+# --- header parsers, for time: every parser of a header or a query value is linear ------------------------
+#
+# A backtracking regex in parse_range took 15 s of CPU (holding the GIL) on a 3 KB Range header. Every parser
+# of request text is fed long runs of the characters its grammar cares about (spaces, digits, separators), up
+# to 100 KB, and must answer well under 50 ms (linear parsers answer in microseconds; the regex took seconds
+# at 3 KB). The best of three runs is kept, so that a GC pause on a busy machine does not fail the test.
+
+PARSE_BUDGET_SECONDS = 0.05
+HEADER_PIECES = [" ", "\t", "-", "=", ",", ":", ".", "[", "]", "0", "9", "bytes", "Bearer ", "a", "\\", '"']
+
+# Long runs of a few pieces, up to 100 KB: what makes a backtracking parser explode.
+hostile_headers = st.lists(
+    st.tuples(st.sampled_from(HEADER_PIECES), st.integers(1, 25_000)), min_size=1, max_size=5
+).map(lambda runs: "".join(piece * count for piece, count in runs)[:100_000])
+
+
+def best_of_three(fn, *args) -> float:
+    elapsed = []
+    for _ in range(3):
+        started = time.perf_counter()
+        with contextlib.suppress(Exception):
+            fn(*args)
+        elapsed.append(time.perf_counter() - started)
+    return min(elapsed)
+
+
+VERIFIER = TokenVerifier("unit-test-key-" + "k" * 32)
+HOSTS = HostPolicy.from_settings(Settings(allowed_hosts=["api.example", "other.example:8443"]))
+HEADER_PARSERS = {
+    "Range": lambda text: parse_range(text, 10**6),
+    "Authorization (FastAPI HTTPBearer)": get_authorization_scheme_param,
+    "Authorization (token verification)": lambda text: VERIFIER.verify(text, now=NOW),
+    "Authorization (metrics)": lambda text: metrics_refusal("metrics-token", text, "127.0.0.1"),
+    "Host": HOSTS.allows,
+    "client address": is_loopback,
+    "expires/sig query values": lambda text: verify(SECRET, "exports/1/part.csv.gz", text, text, NOW),
+    "JSON body nesting": lambda text: json_too_deep(text.encode()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADER_PARSERS))
+def test_the_attack_headers_parse_at_once(name):
+    parser = HEADER_PARSERS[name]
+    for text in ("bytes=" + " " * 1500 + "-" + " " * 1500 + "x", "bytes=" + " " * 100_000 + "-" + " " * 100_000):
+        assert best_of_three(parser, text) < PARSE_BUDGET_SECONDS, name
+
+
+@settings(max_examples=40, deadline=None)
+@given(hostile_headers)
+def test_every_header_parser_is_linear_on_long_runs(text):
+    for name, parser in HEADER_PARSERS.items():
+        assert best_of_three(parser, text) < PARSE_BUDGET_SECONDS, (name, len(text))
+
+
+def test_range_headers_past_the_length_cap_are_ignored():
+    well_formed = "bytes=" + " " * (MAX_RANGE_HEADER - len("bytes=0-9")) + "0-9"
+    assert len(well_formed) == MAX_RANGE_HEADER and parse_range(well_formed, 100) == (0, 9)
+    assert parse_range(" " + well_formed, 100) is None  # one character over: answered 200, whole file
+    for header in ("bytes=0-1,5-6", "bytes=+1-2", "bytes=1 2-3", "bytes=٣-", "items=0-1", "bytes 0-1", "bytes=0"):
+        assert parse_range(header, 100) is None, header
+
+
+# --- api.http_guards: Host names and JSON nesting --------------------------------------------------------
+
+@pytest.mark.parametrize("header, parsed", [
+    ("localhost", ("localhost", None)), ("LOCALHOST.:8000", ("localhost", 8000)), ("[::1]:80", ("::1", 80)),
+    ("127.0.0.1:65535", ("127.0.0.1", 65535)), ("api.example", ("api.example", None)),
+    ("", None), ("a b", None), ("evil.example@localhost", None), ("localhost:", None), ("localhost:65536", None),
+    ("localhost:80:80", None), ("[::1", None), ("[::1]x", None), ("::1", None), ("ｌocalhost", None),
+    ("localhost/x", None), ("[]:80", None), ("localhost:+80", None), ("localhost:٨٠", None),
+])
+def test_parse_host(header, parsed):
+    assert parse_host(header) == parsed
+
+
+def test_the_host_policy_allows_loopback_public_and_listed_names_only():
+    policy = HostPolicy.from_settings(Settings(
+        host="10.0.0.5", public_base_url="https://exports.example.com/base",
+        allowed_hosts=["api.example", "other.example:8443"],
+    ))
+    for allowed in ("localhost", "localhost:1234", "127.0.0.1:8000", "[::1]:8000", "10.0.0.5:8000",
+                    "exports.example.com", "EXPORTS.example.com:443", "api.example:9", "other.example:8443", None):
+        assert policy.allows(allowed), allowed
+    for refused in ("evil.example", "other.example", "other.example:443", "127.0.0.2", "localhost.evil.example",
+                    "exports.example.com.evil", "", "[::2]:80"):
+        assert not policy.allows(refused), refused
+    wildcard_bind = HostPolicy.from_settings(Settings(host="0.0.0.0"))
+    assert not wildcard_bind.allows("0.0.0.0:8000") and wildcard_bind.allows("127.0.0.1:8000")
+    with pytest.raises(ValueError, match="allowed_hosts"):
+        HostPolicy.from_settings(Settings(allowed_hosts=["http://api.example/"]))
+
+
+def reference_depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max((reference_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((reference_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+# Strings full of what a naive bracket count gets wrong: brackets, quotes and backslashes.
+tricky_text = st.text(alphabet='[]{}"\\ab,:', max_size=12)
+nested_values = st.recursive(
+    st.none() | st.integers() | tricky_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(tricky_text, children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(nested_values, st.booleans())
+def test_json_depth_is_the_nesting_of_the_value(value, ascii_only):
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=None if ascii_only else 1)
+    assert json_depth(text.encode()) == reference_depth(value)
+
+
+@pytest.mark.parametrize("depth, deep", [(64, False), (65, True), (1_000, True), (100_000, True)])
+def test_json_nested_past_the_limit_is_too_deep(depth, deep):
+    assert json_too_deep(b"[" * depth + b"]" * depth) is deep
+    assert json_too_deep(b' {"a":' * depth + b"1" + b"}" * depth) is deep
+    # The same brackets inside a string, or in a body that is not JSON (a form), nest nothing.
+    assert not json_too_deep(b'["' + b"[" * depth + b'"]')
+    assert not json_too_deep(b"client_secret=" + b"[" * depth)
+
+
+# --- api.observability: who may scrape /metrics ---------------------------------------------------------
+
+@pytest.mark.parametrize("token, authorization, client, allowed", [
+    (None, None, "127.0.0.1", True), (None, None, "127.8.9.10", True), (None, None, "::1", True),
+    (None, None, "::ffff:127.0.0.1", True), (None, "Bearer x", "10.1.2.3", False), (None, None, None, False),
+    (None, None, "localhost", False), ("s3cret", "Bearer s3cret", "10.1.2.3", True),
+    ("s3cret", "bearer  s3cret ", "10.1.2.3", True), ("s3cret", None, "127.0.0.1", False),
+    ("s3cret", "Bearer s3cre", "127.0.0.1", False), ("s3cret", "Basic s3cret", "10.1.2.3", False),
+    ("s3cret", "Bearer sécret", "10.1.2.3", False),
+])
+def test_metrics_access(token, authorization, client, allowed):
+    refusal = metrics_refusal(token, authorization, client)
+    assert (refusal is None) is allowed
+    if refusal is not None:
+        assert refusal.status == (401 if token else 403)

@@ -4,16 +4,29 @@ builds exactly the same rows; when in doubt it steps aside."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dataexport.warehouse.hits import validate_hits
-from dataexport.warehouse.hits_columnar import validate_batch, validate_to_table
+from dataexport.warehouse.hits_columnar import (
+    HitWindow,
+    refuse_outside,
+    session_days,
+    validate_batch,
+    validate_to_table,
+)
 from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+from dataexport.warehouse.store import as_stored_table, content_fingerprint
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def fingerprint_of(table: pa.Table, ingested: datetime = NOW) -> str:
+    return content_fingerprint(as_stored_table(1, table, ingested))
 
 
 def slow_table(hits: list) -> tuple[pa.Table, int]:
@@ -125,6 +138,13 @@ def test_fast_path_accepts_only_what_the_per_hit_validator_accepts_and_builds_th
     from_lines = decode_lines([json.dumps(hit).encode() for hit in batch])
     assert (from_lines is None) == (decoded is None)
     assert from_lines is None or from_lines.equals(decoded)
+    # An Idempotency-Key's fingerprint depends on the rows only, not on the path that built them: a retry whose
+    # batch took another path must not be taken for other content.
+    if table.num_rows:
+        fingerprint = fingerprint_of(table)
+        assert fingerprint_of(slow) == fingerprint
+        for other in (fast, decoded, from_lines):
+            assert other is None or fingerprint_of(other) == fingerprint
 
 
 def typical(i: int) -> dict:
@@ -200,3 +220,59 @@ def test_common_iso_shapes_are_parsed_column_wise(monkeypatch):
     assert decoded is not None and decoded.equals(slow_table(batch)[0])
     assert [v.isoformat() for v in decoded.column("view_time").to_pylist()] == [
         "2026-03-12T00:00:46.885000+00:00", "2026-03-12T00:00:46.885000+00:00", "2026-03-12T00:00:46+00:00"]
+
+
+# -- the time window and the session days of a batch --------------------------------------------------------------
+
+def timed(i: int, session: datetime, view: datetime | None = None) -> dict:
+    return {"user_id_unhashed": f"u{i}", "session_number": 1, "view_number": 1, "device_id": 1, "url": "https://x/",
+            "session_time": session.isoformat(), "view_time": (view or session).isoformat()}
+
+
+def test_the_window_refuses_the_future_past_the_skew_and_what_retention_deletes():
+    window = HitWindow.at(NOW, max_future_seconds=300, retention_days=30)
+    batch = [
+        timed(0, NOW),
+        timed(1, NOW + timedelta(seconds=300)),  # the skew is inclusive
+        timed(2, NOW + timedelta(seconds=301)),
+        timed(3, NOW - timedelta(minutes=5), NOW + timedelta(hours=1)),  # a view in the future: only view_time
+        timed(4, datetime(2026, 2, 8, 0, 0, tzinfo=UTC)),  # the first day kept: 2026-03-10 minus 30 days
+        timed(5, datetime(2026, 2, 7, 23, 59, tzinfo=UTC)),  # the day before: the sweep deletes it
+    ]
+    table, _ = validate_to_table(batch)
+    kept, errors, refused = refuse_outside(table, window)
+    assert kept.column("user_id_unhashed").to_pylist() == ["u0", "u1", "u4"] and refused == 3
+    assert [(e.index, e.field) for e in errors] == [(2, "session_time"), (2, "view_time"), (3, "view_time"),
+                                                    (5, "session_time")]
+    assert errors[0].message == ("must not be after 2026-03-10T12:05:00Z (the server's time plus 300 s of clock "
+                                 "skew)")
+    assert errors[-1].message == ("must not be before 2026-02-08T00:00:00Z: the project keeps 30 days of data, "
+                                  "older sessions are deleted")
+
+
+def test_refused_rows_are_named_by_the_numbers_given_and_a_clean_table_is_returned_as_is():
+    window = HitWindow.at(NOW)  # no retention: the past is not bounded
+    table, _ = validate_to_table([timed(0, datetime(1970, 1, 1, tzinfo=UTC)), timed(1, NOW + timedelta(days=1))])
+    kept, errors, refused = refuse_outside(table, window, numbers=[7, 12])
+    assert kept.num_rows == 1 and refused == 1 and {e.index for e in errors} == {12}
+    assert refuse_outside(kept, window) == (kept, [], 0)
+    assert refuse_outside(PAGEVIEW_SCHEMA.empty_table(), window)[2] == 0
+
+
+def test_session_days_count_the_utc_days_of_session_starts():
+    table, _ = validate_to_table([
+        timed(0, datetime(2026, 3, 1, 23, 59, tzinfo=UTC), datetime(2026, 3, 2, 0, 30, tzinfo=UTC)),
+        timed(1, datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+        timed(2, datetime(2026, 3, 2, 0, 0, tzinfo=UTC)),
+    ])
+    assert session_days(table) == 2
+    assert session_days(PAGEVIEW_SCHEMA.empty_table()) == 0
+
+
+def test_the_fingerprint_ignores_when_a_batch_arrived_but_not_what_it_holds():
+    table, _ = validate_to_table([typical(i) for i in range(10)])
+    assert fingerprint_of(table) == fingerprint_of(table, NOW + timedelta(hours=1))  # a retry, an hour later
+    assert fingerprint_of(pa.concat_tables([table.slice(0, 4), table.slice(4)])) == fingerprint_of(table)
+    changed = table.set_column(table.schema.get_field_index("url"), "url", pa.array(["https://y/"] * 10))
+    assert fingerprint_of(changed) != fingerprint_of(table)
+    assert fingerprint_of(table.slice(0, 9)) != fingerprint_of(table)

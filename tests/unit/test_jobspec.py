@@ -100,3 +100,55 @@ def test_any_fields_list_gives_a_spec_or_a_validation_error(fields):
     else:
         names = [f.output_name for f in spec.fields]
         assert len(names) == len(set(names))
+
+
+# ---------------------------------------------------------------- maxima and unstorable text (issue 11)
+
+
+def _errors(raw) -> list:
+    with pytest.raises(ValidationFailed) as err:
+        parse_job_spec(raw, now=NOW, retention_days=395)
+    return err.value.errors
+
+
+def _with_field(i: int, **changes):
+    fields = body()["fields"]
+    fields[i] = {**fields[i], **changes}
+    return body(fields=fields)
+
+
+@pytest.mark.parametrize(("raw", "field", "message"), [
+    (body(name="x" * 255 + "y"), "name", "at most 255"),
+    (body(name="two\nlines"), "name", "control characters"),
+    (body(name="bell\x07"), "name", "control characters"),
+    (body(name="c1 \x85 next line"), "name", "control characters"),
+    (body(name="nul \x00"), "name", "NUL"),
+    (body(name="half \ud83d of an emoji"), "name", "surrogate"),
+    (_with_field(0, aliasName="tab\there"), "fields[0].aliasName", "control characters"),
+    (_with_field(0, aliasName="\udc00"), "fields[0].aliasName", "surrogate"),
+    (_with_field(0, aliasName="a" * 256), "fields[0].aliasName", "at most 255"),
+    (_with_field(2, dynamicVarKey="k\x00"), "fields[2].dynamicVarKey", "NUL"),
+    (_with_field(2, dynamicVarKey="k" * 513), "fields[2].dynamicVarKey", "at most 512"),
+    (_with_field(1, customVarPosition=10**30), "fields[1].customVarPosition", "between 1 and 20"),
+    (body(fields=[{"fieldName": "session_id", "aliasName": f"c{i}"} for i in range(201)]), "fields", "at most 200"),
+])
+def test_each_maximum_names_its_field(raw, field, message):
+    errors = _errors(raw)
+    assert [(e.field, message in e.message) for e in errors] == [(field, True)]
+
+
+def test_text_at_the_limits_and_printable_unicode_is_accepted():
+    spec = parse_job_spec(
+        _with_field(0, aliasName="Ünïcödé 📦 \"quoted\", semi; -- " + "a" * 200)
+        | {"name": "n" * 255, "fields": [{"fieldName": "dynamic_var", "dynamicVarKey": "tab\tin key" + "k" * 500}]},
+        now=NOW, retention_days=395,
+    )
+    assert spec.name == "n" * 255
+    assert spec.fields[0].dynamic_var_key.startswith("tab\tin key")  # keys match ingested data, whatever they hold
+
+
+def test_a_flood_of_problems_is_cut_at_fifty_and_says_so():
+    errors = _errors(body(**{f"unknown{i}": 1 for i in range(10_000)}))
+    assert len(errors) == 51
+    assert all(e.message == "is not a known field" for e in errors[:50])
+    assert errors[-1].field == "body" and "first 50" in errors[-1].message

@@ -138,3 +138,26 @@ def test_compiled_sql_binds_every_value():
     assert compiled.params == ["FR", 2, 4, 3, "checkout", "AB Test", "B", 3]
     assert compiled.text.count("?") == len(compiled.params)
     assert "FR" not in compiled.text and "checkout" not in compiled.text
+
+
+# ---------------------------------------------------------------- maxima and unstorable text (issue 11)
+
+
+def test_list_values_are_bounded_over_the_whole_filter():
+    many = {"all": [{"field": "city", "op": "in", "value": [f"c{i}" for i in range(1000)]}] * 10}
+    assert parse_segment_filter(many)  # 10,000 in all: the limit
+    with pytest.raises(ValidationFailed) as err:
+        parse_segment_filter({"all": many["all"] + [{"field": "city", "op": "in", "value": ["one too many"]}]})
+    assert err.value.errors[0].field == "filter.all[10].value" and "10000" in err.value.errors[0].message
+
+
+@pytest.mark.parametrize(("raw", "path"), [
+    ({"field": "city", "op": "eq", "value": "Paris\x00"}, "filter.value"),
+    ({"field": "city", "op": "in", "value": ["ok", "\ud800"]}, "filter.value[1]"),
+    ({"dynamicVar": "k\x00", "op": "exists"}, "filter.dynamicVar"),
+    ({"customVar": 1, "op": "contains", "value": "\udfff"}, "filter.value"),
+])
+def test_text_no_column_can_hold_is_refused(raw, path):
+    with pytest.raises(ValidationFailed) as err:
+        parse_segment_filter(raw)
+    assert err.value.errors[0].field == path and "NUL" in err.value.errors[0].message

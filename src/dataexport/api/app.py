@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from dataexport import __version__
-from dataexport.api.context import AppContext, ProjectConcurrency, TokenRateLimiter, db_request_slots
+from dataexport.api.context import AppContext, ProjectConcurrency, db_request_slots
 from dataexport.api.envelope import install_error_handlers
+from dataexport.api.http_guards import install_http_guards
 from dataexport.api.observability import install_observability
 from dataexport.api.query_guard import single_valued_query
 from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
@@ -65,7 +66,6 @@ def build_context(settings: Settings, *, clock: Clock = system_clock, storage=No
         jwt_key=jwt_key,
         clock=clock,
         concurrency=ProjectConcurrency(settings.max_concurrent_requests_per_project),
-        token_limiter=TokenRateLimiter(settings.token_rate_limit_per_minute),
         storage=storage,
         warehouse=PageviewStore(settings.resolved_warehouse_dir),
         db_request_slots=db_request_slots(engine),
@@ -104,6 +104,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     app.state.db_executor = _db_executor(ctx)
     app.state.ingest_gate = asyncio.Semaphore(ingest.INGEST_BATCHES_AT_ONCE)
     install_error_handlers(app)
+    install_http_guards(app, ctx)  # before: it runs inside the observability middleware
     install_observability(app, ctx)
     for module in (oauth, exports, catalog, segments, files, ingest, health):
         app.include_router(module.router)

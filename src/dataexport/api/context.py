@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import defaultdict
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
+from starlette.concurrency import run_in_threadpool
 
 from dataexport.clock import Clock, system_clock
 from dataexport.config import Settings
-from dataexport.security.tokens import TokenVerifier
+from dataexport.security.secrets import VerifiedSecrets, verify_secret
+from dataexport.security.throttle import FailureThrottle
+from dataexport.security.tokens import RevokedClients, TokenVerifier
 
 
 class ProjectConcurrency:
@@ -42,25 +46,57 @@ class ProjectConcurrency:
                 del self._in_flight[project_id]
 
 
-class TokenRateLimiter:
-    """At most `per_minute` token requests per client_id and minute, so a secret cannot be brute-forced fast.
-
-    Fixed one-minute windows, per API process; memory is bounded by forgetting windows that are over.
+class TokenGuard:
+    """What protects the token endpoint and the tokens, per API process (api/routers/oauth.py, api/deps.py):
+    - `throttle`: failed secrets per (client_id, source address), and all together (security/throttle.py);
+    - `secrets`: recently verified (client_id, secret) pairs, which skip argon2;
+    - `revoked`: the revoked clients, whose tokens stop working;
+    - `hash_turn()`: at most `hash_concurrency` argon2 checks at once, so a flood of guesses cannot take every
+      thread (and core) from the other requests; the others wait their turn on the event loop, holding no thread.
     """
 
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._lock = threading.Lock()
-        self._window = 0
-        self._counts: dict[str, int] = defaultdict(int)
+    def __init__(self, settings: Settings, jwt_key: str) -> None:
+        self.throttle = FailureThrottle(
+            free_failures=settings.auth_free_failures,
+            max_delay=settings.auth_max_delay_seconds,
+            global_per_minute=settings.auth_global_failures_per_minute,
+        )
+        self.secrets = VerifiedSecrets(jwt_key)
+        self.revoked = RevokedClients()
+        self.hash_concurrency = settings.auth_hash_concurrency
+        # Diagnostics (and what the tests check): argon2 checks run, in flight now, most ever in flight at once.
+        self.hashes_checked = 0
+        self.hashes_in_flight = 0
+        self.hashes_peak = 0
+        self._gate: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
-    def allow(self, client_id: str, now: datetime) -> bool:
-        window = int(now.timestamp() // 60)
-        with self._lock:
-            if window != self._window:
-                self._window, self._counts = window, defaultdict(int)
-            self._counts[client_id] += 1
-            return self._counts[client_id] <= self.per_minute
+    def revoke(self, client_pk: int) -> None:
+        """A revocation made through this process: its tokens stop working here at once (others: the refresh)."""
+        self.revoked.add(client_pk)
+        self.secrets.forget_client(client_pk)
+
+    @asynccontextmanager
+    async def hash_turn(self):
+        """Wait for one of the `hash_concurrency` turns (on the event loop: a waiting request holds no thread)."""
+        async with self._semaphore():
+            yield
+
+    async def verify_secret(self, secret_hash: str | None, secret: str) -> bool:
+        """argon2 in a thread (on the event loop its ~20 ms would stall every request); inside `hash_turn()`."""
+        self.hashes_checked += 1
+        self.hashes_in_flight += 1
+        self.hashes_peak = max(self.hashes_peak, self.hashes_in_flight)
+        try:
+            return await run_in_threadpool(verify_secret, secret_hash, secret)
+        finally:
+            self.hashes_in_flight -= 1
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        # An asyncio primitive belongs to one event loop; a context may serve apps on several loops (tests).
+        loop = asyncio.get_running_loop()
+        if self._gate is None or self._gate[0] is not loop:
+            self._gate = (loop, asyncio.Semaphore(self.hash_concurrency))
+        return self._gate[1]
 
 
 @dataclass(frozen=True)
@@ -121,12 +157,13 @@ class AppContext:
     jwt_key: str
     clock: Clock = system_clock
     concurrency: ProjectConcurrency = field(default_factory=lambda: ProjectConcurrency(10))
-    token_limiter: TokenRateLimiter = field(default_factory=lambda: TokenRateLimiter(30))
     storage: object | None = None
     warehouse: object | None = None  # PageviewStore: the write side of the warehouse
     db_request_slots: int = 1_000  # see db_request_slots(); the app turns it into its own semaphore
     projects: ProjectCache = field(default_factory=ProjectCache)  # see api.deps.get_caller
     tokens: TokenVerifier = field(init=False)  # verifies bearer tokens with jwt_key, remembering good ones
+    token_guard: TokenGuard = field(init=False)  # failure throttle, verified secrets, revoked clients
 
     def __post_init__(self) -> None:
         self.tokens = TokenVerifier(self.jwt_key)
+        self.token_guard = TokenGuard(self.settings, self.jwt_key)

@@ -4,9 +4,10 @@ The hot path costs one thread hop per request, and about 1.1 ms of server CPU fo
 (bench/load.py). Every dependency here is `async def` (FastAPI runs a sync dependency in the thread pool)
 and there are few of them (FastAPI's dependency solving is a fair share of a request): the token is checked
 on the event loop (verified once, then remembered until it expires), the project comes from a short-lived
-in-process cache (a DB read only when it is missing), the per-project slot is taken on the loop and given back
-when the request ends, and the handler runs its whole unit of work (queries, shaping, commit) in ONE call on
-the DB threads through `Db.read` (Core reads) or `Db.run` (an ORM transaction).
+in-process cache (a DB read only when it is missing), revocation is a set lookup (the set re-read at most once
+a second per process), the per-project slot is taken on the loop and given back when the request ends, and the
+handler runs its whole unit of work (queries, shaping, commit) in ONE call on the DB threads through `Db.read`
+(Core reads) or `Db.run` (an ORM transaction).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextvars
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from typing import TypeVar
 
@@ -31,6 +33,9 @@ from dataexport.metadata.repositories import tenants
 from dataexport.security.tokens import TokenClaims
 
 DATA_EXPORT_SCOPE = "data-export"
+METRICS_SCOPE = "metrics"
+# Revocations older than a token's lifetime plus this have no token left (allows for clocks of hosts that differ).
+REVOCATION_MARGIN = timedelta(minutes=10)
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /v1/oauth/token")
 
@@ -128,16 +133,49 @@ async def _project(request: Request, ctx: AppContext, project_id: int) -> Projec
     return await request_db(request).run(_read_project, ctx, project_id)
 
 
-async def get_caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Caller:
-    """The token's caller, holding one of its project's concurrent-request slots until the request is over."""
-    ctx: AppContext = request.app.state.context
-    claims = _claims(credentials, ctx)
-    if DATA_EXPORT_SCOPE not in claims.scopes:
-        raise Forbidden("This token was not granted the data-export scope.", error_code="INSUFFICIENT_SCOPE")
-    project = await _project(request, ctx, claims.project_id)
-    if project is None or project.account_id != claims.account_id:
-        raise AuthError("Auth token is invalid.", error_code="JWT_INVALID")
-    if not ctx.concurrency.try_acquire(project.id):
-        raise TooManyRequests()
-    at_request_end(request.scope, partial(ctx.concurrency.release, project.id))
-    return Caller(claims=claims, project=project, db=request_db(request), ctx=ctx)
+async def _refresh_revoked(request: Request, ctx: AppContext) -> None:
+    """Re-read the recently revoked clients (at most once a second per process, by the request that finds the
+    set due; the others meanwhile go on with the current set). Only revocations younger than a token's
+    lifetime (plus a margin for clock skew between hosts) matter: older ones have no unexpired token left."""
+    revoked = ctx.token_guard.revoked
+    started = revoked.start_refresh()
+    try:
+        since = ctx.clock() - timedelta(seconds=ctx.settings.token_ttl_seconds) - REVOCATION_MARGIN
+        pks = await request_db(request).read(tenants.revoked_client_pks, since)
+    except BaseException:
+        revoked.abort_refresh()
+        raise
+    ctx.token_guard.secrets.forget_clients(revoked.finish_refresh(pks, started))
+
+
+def caller_with_scopes(scopes: set[str] | frozenset[str]):
+    """A dependency giving the token's caller, if its token was granted at least one of `scopes` (else 403),
+    holding one of its project's concurrent-request slots until the request is over."""
+    allowed = frozenset(scopes)
+    names = " or ".join(sorted(allowed))
+
+    async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Caller:
+        ctx: AppContext = request.app.state.context
+        claims = _claims(credentials, ctx)
+        revoked = ctx.token_guard.revoked
+        if revoked.refresh_due():
+            await _refresh_revoked(request, ctx)
+        if claims.client_pk in revoked.pks:
+            raise AuthError("Auth token was revoked.", error_code="JWT_REVOKED")
+        if allowed.isdisjoint(claims.scopes):
+            raise Forbidden(f"This token was not granted the {names} scope.", error_code="INSUFFICIENT_SCOPE")
+        project = await _project(request, ctx, claims.project_id)
+        if project is None or project.account_id != claims.account_id:
+            raise AuthError("Auth token is invalid.", error_code="JWT_INVALID")
+        if not ctx.concurrency.try_acquire(project.id):
+            raise TooManyRequests()
+        at_request_end(request.scope, partial(ctx.concurrency.release, project.id))
+        return Caller(claims=claims, project=project, db=request_db(request), ctx=ctx)
+
+    return caller
+
+
+# The export endpoints take the data-export scope; `GET /v1/segments`, a Metrics API endpoint at the vendor's,
+# also takes the metrics scope.
+get_caller = caller_with_scopes({DATA_EXPORT_SCOPE})
+get_metrics_caller = caller_with_scopes({DATA_EXPORT_SCOPE, METRICS_SCOPE})

@@ -10,15 +10,23 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from dataexport.errors import DataExportError, TooManyRequests
+
+# Token answers, errors included, must not be cached by anyone on the way (RFC 6749 section 5.1).
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 log = structlog.get_logger()
 
 _HTTP_CODES = {
     400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-    406: "NOT_ACCEPTABLE", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
+    406: "NOT_ACCEPTABLE", 408: "REQUEST_TIMEOUT", 410: "GONE", 413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
 }
+
+
+CLIENT_CLOSED_REQUEST = 499  # the status logged for a request whose client left before its answer
 
 
 def ok(payload: Any) -> dict:
@@ -65,7 +73,9 @@ def _document_validation_as_400(app: FastAPI) -> None:
             document = generate()
             for operations in document.get("paths", {}).values():
                 for operation in operations.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses = operation.get("responses", {})
+                    if "HTTPValidationError" in str(responses.get("422", {})):  # FastAPI's own, not a route's
+                        del responses["422"]
             schemas = document.get("components", {}).get("schemas", {})
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
@@ -105,8 +115,27 @@ def install_error_handlers(app: FastAPI) -> None:
             message = "No such resource."
         return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        # Input nested deeper than a parser or validator could walk (the edge guard refuses deep JSON bodies
+        # first; this keeps anything else that gets through a 400, not a 500 with two tracebacks).
+        return JSONResponse(
+            error_body("INVALID_JSON", "The request is nested too deeply.",
+                       [{"field": "body", "message": "is nested too deeply"}]),
+            status_code=400,
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, __: ClientDisconnect) -> Response:
+        # The client hung up while its body was being read: nobody to answer, nothing went wrong here (it was
+        # logged with a traceback as a 500). 499 is what the log line and the metrics say (nginx's "client
+        # closed request"); uvicorn sends nothing to a closed connection.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Never a traceback to the client; the log keeps it for the operator.
+        # Never a traceback to the client; the log keeps it for the operator. This answer leaves from outside
+        # the edge guard (Starlette's outermost middleware), so it carries the guard's header itself.
         log.exception("api.unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-        return JSONResponse(error_body("INTERNAL_ERROR", "An internal error occurred."), status_code=500)
+        return JSONResponse(error_body("INTERNAL_ERROR", "An internal error occurred."), status_code=500,
+                            headers={"X-Content-Type-Options": "nosniff"})

@@ -1,17 +1,22 @@
 """Request ids, one structured log line per request, and Prometheus metrics at `/metrics`.
 
 Run-level metrics are read from the metadata DB at scrape time, so they are true for the whole deployment
-(every worker process), not only for this API process.
+(every worker process), not only for this API process. `/metrics` tells how busy the deployment is and how much
+it exported: with `metrics_token` set it requires `Authorization: Bearer <metrics_token>` (401 otherwise);
+without, it answers loopback clients only (403 otherwise; behind a trusted proxy, the client is the address the
+proxy forwards).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 import uuid
 from collections.abc import Callable
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -19,7 +24,9 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dataexport.api.context import AppContext
+from dataexport.api.schemas import ErrorEnvelope
 from dataexport.domain.enums import RunState
+from dataexport.errors import AuthError, DataExportError, Forbidden
 from dataexport.metadata.models import JobRun, RunFile
 
 log = structlog.get_logger()
@@ -115,6 +122,32 @@ class ObservabilityMiddleware:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback address (::ffff:127.0.0.1); not a name, not unknown."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+def metrics_refusal(token: str | None, authorization: str | None, client_host: str | None) -> DataExportError | None:
+    """Why a scrape of `/metrics` is refused (None: it is not). Pure: the request's parts are passed in."""
+    if token:
+        scheme, _, sent = (authorization or "").partition(" ")
+        sent = sent.strip()
+        # Compared as bytes in constant time: the answer must not reveal how much of the token was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"),
+                                                                 token.encode("utf-8", "surrogatepass")):
+            return AuthError("The metrics token is missing or wrong.", error_code="METRICS_TOKEN_INVALID")
+        return None
+    if not is_loopback(client_host):
+        return Forbidden("Metrics answer loopback clients only (set metrics_token to scrape them from elsewhere).",
+                         error_code="METRICS_FORBIDDEN")
+    return None
+
+
 def install_observability(app: FastAPI, ctx: AppContext) -> None:
     registry = CollectorRegistry()
     requests = Counter("dataexport_http_requests", "HTTP requests", ["method", "route", "status"],
@@ -127,6 +160,12 @@ def install_observability(app: FastAPI, ctx: AppContext) -> None:
 
     # Documented as text: the Prometheus exposition format, not JSON.
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True,
-             response_class=PlainTextResponse)
-    def metrics() -> Response:
+             response_class=PlainTextResponse, responses={
+                 401: {"model": ErrorEnvelope, "description": "metrics_token is set: not sent as the bearer token"},
+                 403: {"model": ErrorEnvelope, "description": "No metrics_token: the client is not on loopback"}})
+    def metrics(request: Request) -> Response:
+        refusal = metrics_refusal(ctx.settings.metrics_token, request.headers.get("authorization"),
+                                  request.client.host if request.client else None)
+        if refusal is not None:
+            raise refusal
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ of a request are reported at once, so a client can fix its request in one go.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +25,13 @@ MAX_DYNAMIC_VAR_KEY = 512
 MAX_FIELDS = 200
 CUSTOM_VAR_POSITIONS = range(1, 21)
 MAX_INT_LIKE = 2**53
+# Problems reported per request: enough to fix a request in one go, never a reply bigger than the body.
+MAX_ERRORS = 50
+
+# Text no column can hold (PostgreSQL refuses NUL; a lone surrogate is not encodable as UTF-8), and control
+# characters, which have no place in a job's name or in a column header (a line break splits a CSV header).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 TOP_LEVEL_KEYS = {"name", "format", "scope", "frequency", "fields", "deviceLabel", "segmentId"}
 FREQUENCY_KEYS = {"value", "dateRange"}
@@ -47,9 +55,22 @@ class JobSpec:
 class _Collector:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
+        self.more = False
 
     def add(self, field: str, message: str) -> None:
-        self.errors.append(FieldError(field, message))
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(FieldError(field, message))
+        else:
+            self.more = True
+
+    def extend(self, errors: list[FieldError]) -> None:
+        for e in errors:
+            self.add(e.field, e.message)
+
+    def listed(self) -> list[FieldError]:
+        if self.more:
+            return [*self.errors, FieldError("body", f"has more problems: only the first {MAX_ERRORS} are listed")]
+        return self.errors
 
     def unknown_keys(self, obj: dict, allowed: set[str], prefix: str) -> None:
         for key in obj:
@@ -90,17 +111,27 @@ def parse_int_like(raw: Any) -> int | None:
     return value if value is not None and abs(value) <= MAX_INT_LIKE else None
 
 
-def _optional_text(c: _Collector, raw: Any, field: str, max_len: int) -> str | None:
+def _text_problem(raw: str, max_len: int, *, controls_allowed: bool) -> str | None:
+    if not raw.strip():
+        return "must not be empty"
+    if len(raw) > max_len:
+        return f"must be at most {max_len} characters"
+    if _UNSTORABLE.search(raw):
+        return "must not contain NUL characters or unpaired surrogates (\\u0000, \\ud800...)"
+    if not controls_allowed and _CONTROL.search(raw):
+        return "must not contain control characters (line breaks, tabs...)"
+    return None
+
+
+def _optional_text(c: _Collector, raw: Any, field: str, max_len: int, *, controls_allowed: bool) -> str | None:
     if raw is None:
         return None
     if not isinstance(raw, str):
         c.add(field, "must be a string")
         return None
-    if not raw.strip():
-        c.add(field, "must not be empty")
-        return None
-    if len(raw) > max_len:
-        c.add(field, f"must be at most {max_len} characters")
+    problem = _text_problem(raw, max_len, controls_allowed=controls_allowed)
+    if problem:
+        c.add(field, problem)
         return None
     return raw
 
@@ -122,7 +153,7 @@ def _field(c: _Collector, raw: Any, i: int, scope: Scope | None) -> FieldSpec | 
         shown = name if len(name) <= 64 else name[:64] + "..."
         c.add(f"{at}.fieldName", f"'{shown}' is not an exportable field of scope {scope.value}")
         return None
-    alias = _optional_text(c, raw.get("aliasName"), f"{at}.aliasName", MAX_ALIAS)
+    alias = _optional_text(c, raw.get("aliasName"), f"{at}.aliasName", MAX_ALIAS, controls_allowed=False)
 
     position = None
     raw_position = raw.get("customVarPosition")
@@ -143,7 +174,8 @@ def _field(c: _Collector, raw: Any, i: int, scope: Scope | None) -> FieldSpec | 
         if raw_key is None:
             c.add(f"{at}.dynamicVarKey", "is required when fieldName is dynamic_var")
         else:
-            key = _optional_text(c, raw_key, f"{at}.dynamicVarKey", MAX_DYNAMIC_VAR_KEY)
+            # Keys are matched against the ingested data's, whatever they hold: only unstorable text is refused.
+            key = _optional_text(c, raw_key, f"{at}.dynamicVarKey", MAX_DYNAMIC_VAR_KEY, controls_allowed=True)
     elif raw_key is not None:
         c.add(f"{at}.dynamicVarKey", "is only allowed when fieldName is dynamic_var")
 
@@ -216,11 +248,9 @@ def _frequency(c: _Collector, raw: Any, now: datetime, retention_days: int):
         try:
             bounds[key] = parse_instant(value, field)
         except ValidationFailed as exc:
-            c.errors.extend(exc.errors)
+            c.extend(exc.errors)
     if len(bounds) == 2:
-        c.errors.extend(
-            validate_once_range(bounds["from"], bounds["to"], now=now, retention_days=retention_days)
-        )
+        c.extend(validate_once_range(bounds["from"], bounds["to"], now=now, retention_days=retention_days))
     return freq, bounds.get("from"), bounds.get("to")
 
 
@@ -236,10 +266,8 @@ def parse_job_spec(raw: Any, *, now: datetime, retention_days: int) -> JobSpec:
         c.add("name", "is required")
     elif not isinstance(name, str):
         c.add("name", "must be a string")
-    elif not name.strip():
-        c.add("name", "must not be empty")
-    elif len(name) > MAX_NAME:
-        c.add("name", f"must be at most {MAX_NAME} characters")
+    elif problem := _text_problem(name, MAX_NAME, controls_allowed=False):
+        c.add("name", problem)
 
     fmt = _enum(c, raw.get("format"), Format, "format")
     scope = Scope.SESSIONS if raw.get("scope") is None else _enum(c, raw["scope"], Scope, "scope", max_len=MAX_SCOPE)
@@ -256,7 +284,7 @@ def parse_job_spec(raw: Any, *, now: datetime, retention_days: int) -> JobSpec:
 
     if c.errors:
         first = c.errors[0]
-        raise ValidationFailed(f"Invalid export job: {first.field} {first.message}.", c.errors)
+        raise ValidationFailed(f"Invalid export job: {first.field} {first.message}.", c.listed())
     return JobSpec(
         name=name, format=fmt, scope=scope, frequency=freq, fields=fields, device_label=device,
         segment_id=segment_id, range_from=range_from, range_to=range_to,

@@ -20,13 +20,15 @@ The language (a session matches when its root node is true):
 Negations (neq, not_in, exists false, not) are exact complements of the positive form: a session whose
 country is unknown matches `country_code neq "FR"`. For variables, `eq` means "some view has the
 value" and `neq` means "no view has the value".
-Limits: nesting depth 8, 200 nodes in all, strings 1024 characters, dynamic var keys 512 characters.
+Limits: nesting depth 8, 200 nodes in all, 10,000 list values in all, strings 1024 characters, dynamic var
+keys 512 characters; no string may hold NUL or an unpaired surrogate (no database column can store them).
 Errors name the JSON path of the culprit: `filter.all[1].any[0].value`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +41,13 @@ LIST_OPS = ("in", "not_in")
 MAX_DEPTH = 8
 MAX_NODES = 200
 MAX_LIST = 1000
+# Every value is bound into the export's SQL: the sum over all lists is bounded, not only each list.
+MAX_VALUES = 10_000
 MAX_CHILDREN = 50
 MAX_STRING = 1024
 MAX_DYNAMIC_KEY = 512
 CUSTOM_VAR_POSITIONS = range(1, 21)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 Scalar = str | int | float
 
@@ -110,6 +115,7 @@ def _kind_of(v: Any) -> str | None:
 class _Parser:
     def __init__(self) -> None:
         self.nodes = 0
+        self.values = 0
         self.fields = segment_fields()
 
     def node(self, raw: Any, path: str, depth: int) -> Node:
@@ -167,6 +173,8 @@ class _Parser:
         key = raw["dynamicVar"]
         if not isinstance(key, str) or not key or len(key) > MAX_DYNAMIC_KEY:
             raise _fail(f"{path}.dynamicVar", f"must be a non-empty string of at most {MAX_DYNAMIC_KEY} characters")
+        if _UNSTORABLE.search(key):
+            raise _fail(f"{path}.dynamicVar", "must not contain NUL characters or unpaired surrogates")
         return DynamicVarCondition(key, op, self.value(raw, op, None, f"{path}.value"))
 
     def value(self, raw: dict, op: str, kind: str | None, path: str) -> Any:
@@ -188,6 +196,9 @@ class _Parser:
                 raise _fail(path, f"must be a non-empty list for {op}")
             if len(v) > MAX_LIST:
                 raise _fail(path, f"at most {MAX_LIST} values")
+            self.values += len(v)
+            if self.values > MAX_VALUES:
+                raise _fail(path, f"too many values in all (at most {MAX_VALUES} in the whole filter)")
             kinds = {self.scalar(item, kind, f"{path}[{i}]") for i, item in enumerate(v)}
             if len(kinds) > 1:
                 raise _fail(path, "values must be all numbers or all strings")
@@ -207,6 +218,8 @@ class _Parser:
             raise _fail(path, f"must be a {kind}")
         if actual == "string" and len(v) > MAX_STRING:
             raise _fail(path, f"at most {MAX_STRING} characters")
+        if actual == "string" and _UNSTORABLE.search(v):
+            raise _fail(path, "must not contain NUL characters or unpaired surrogates")
         return actual
 
 

@@ -10,11 +10,25 @@ from dataexport.config import Settings
 from dataexport.domain import schedule
 from dataexport.domain.enums import Frequency, JobState
 from dataexport.domain.jobspec import JobSpec
-from dataexport.errors import Conflict, NotFound, validation_error
+from dataexport.errors import Conflict, NotFound, TooManyActiveJobs, validation_error
 from dataexport.metadata.models import ExportJob, JobRun, Project
 from dataexport.metadata.repositories import jobs as jobs_repo
 from dataexport.metadata.repositories import runs as runs_repo
 from dataexport.metadata.repositories import segments as segments_repo
+
+
+def _check_room_for_one_more(session: Session, project_id: int, settings: Settings) -> None:
+    """Refuse a job that would take the project past its quota of active jobs.
+
+    Call under `jobs_repo.lock_project_jobs` (held until the transaction ends), so that two requests at the
+    limit cannot both pass.
+    """
+    limit = settings.max_active_jobs_per_project
+    if jobs_repo.count_active_jobs(session, project_id) >= limit:
+        raise TooManyActiveJobs(
+            f"This project already has {limit} active export jobs, the most it may have "
+            f"(max_active_jobs_per_project). Delete jobs, or suspend daily or hourly ones, to make room."
+        )
 
 
 def lags(settings: Settings) -> dict[str, timedelta]:
@@ -30,6 +44,8 @@ def create_job(
 ) -> ExportJob:
     if spec.segment_id is not None and segments_repo.get_segment(session, project.id, spec.segment_id) is None:
         raise validation_error("segmentId", "is not a segment of this project")
+    jobs_repo.lock_project_jobs(session, project.id)
+    _check_room_for_one_more(session, project.id, settings)
     job = jobs_repo.add_job(
         session,
         ExportJob(
@@ -79,10 +95,16 @@ def suspend_job(session: Session, project_id: int, job_id: int, *, actor_id: int
     return job
 
 
-def resume_job(session: Session, project_id: int, job_id: int, *, actor_id: int, now: datetime) -> ExportJob:
+def resume_job(
+    session: Session, project_id: int, job_id: int, *, actor_id: int, now: datetime, settings: Settings
+) -> ExportJob:
+    # The quota lock before the job's (the order create_job takes them in too): the job is read, and the
+    # project's active jobs counted, with every earlier create or resume committed.
+    jobs_repo.lock_project_jobs(session, project_id)
     job = _existing(session, project_id, job_id)
     _recurring(job, "resumed")
     if job.state != JobState.ACTIVE.value:
+        _check_room_for_one_more(session, project_id, settings)
         job.state = JobState.ACTIVE.value
         # Windows missed while suspended are skipped: extraction restarts with the window containing now.
         job.windows_from = now

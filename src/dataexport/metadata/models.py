@@ -46,6 +46,9 @@ class OAuthClient(Base):
     project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), index=True)
     name: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set by `dataexport clients revoke`: no more tokens, and the unexpired ones stop working. Indexed: every API
+    # process reads the recently revoked ones once a second (api.deps).
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
 
 class Segment(Base):
@@ -93,6 +96,8 @@ class JobRun(Base):
         # Idempotence by constraint: a second scheduler tick for the same window is a no-op.
         UniqueConstraint("job_id", "window_start", name="uq_job_runs_job_window"),
         Index("ix_job_runs_claim", "state", "runnable_at"),
+        # A fair claim orders projects by their latest start (repositories.work): one index lookup each.
+        Index("ix_job_runs_project_started", "project_id", "started_at"),
     )
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("export_jobs.id"), index=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -98,3 +100,57 @@ class TokenVerifier:
         elif entry[1] <= now.timestamp():
             raise TokenExpired()
         return entry[0]
+
+
+class RevokedClients:
+    """The pks of revoked clients, so their unexpired tokens stop working: checked on every request (a set
+    lookup), re-read from the DB at most every `refresh_seconds` by the request that finds it due (one small
+    indexed query a second and API process, not one per request).
+
+    The reader gives the pks revoked within the last token lifetime (older revocations have no live token).
+    A revocation made through this process is added at once (`add`) and survives a refresh that began before
+    it. `discard` is for a client the DB just showed live (a token was granted to it): a pk is never reused in
+    production, but tests that empty the DB reuse them. Used on the event loop; no locking needed.
+    """
+
+    def __init__(self, refresh_seconds: float = 1.0, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.refresh_seconds = refresh_seconds
+        self._monotonic = monotonic
+        self.pks: frozenset[int] = frozenset()
+        self._next_refresh = 0.0  # due at once: a fresh process knows nothing yet
+        self._refreshing = False
+        self._local: dict[int, float] = {}  # pk -> when it was revoked through this process (monotonic)
+
+    def __contains__(self, client_pk: int) -> bool:
+        return client_pk in self.pks
+
+    def refresh_due(self) -> bool:
+        return not self._refreshing and self._monotonic() >= self._next_refresh
+
+    def start_refresh(self) -> float:
+        """Mark a refresh in flight (others keep using the current set meanwhile); returns its start time."""
+        self._refreshing = True
+        return self._monotonic()
+
+    def finish_refresh(self, revoked: Iterable[int], started: float) -> frozenset[int]:
+        """Replace the set by what the DB said; returns the pks that are new to this process."""
+        self._local = {pk: at for pk, at in self._local.items() if at >= started}
+        fresh = frozenset(revoked) | frozenset(self._local)
+        added = fresh - self.pks
+        self.pks = fresh
+        self._next_refresh = started + self.refresh_seconds
+        self._refreshing = False
+        return added
+
+    def abort_refresh(self) -> None:
+        """The read failed: the next request tries again."""
+        self._refreshing = False
+
+    def add(self, client_pk: int) -> None:
+        self._local[client_pk] = self._monotonic()
+        self.pks = self.pks | {client_pk}
+
+    def discard(self, client_pk: int) -> None:
+        if client_pk in self.pks:
+            self._local.pop(client_pk, None)
+            self.pks = self.pks - {client_pk}

@@ -10,6 +10,9 @@ decisions:
 - A chunk is stored as one batch whose id hashes its natural keys, so loading the same file again
   stores nothing twice.
 - Record numbers in rejections are 1-based (JSONL: the line; CSV: the data row; Parquet: the row).
+- Times: a record later than now plus the ingest clock skew is refused, as over HTTP; so is one whose session
+  starts before the project's retention (the next retention sweep would delete it). History may span any number of
+  session days (no per-batch bound on partitions: a chunk of history covers many days by nature).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,7 +35,7 @@ import pyarrow.parquet as pq
 from dataexport.errors import FieldError, ValidationFailed
 from dataexport.gc_tuning import settle_heap
 from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitError, validate_hit
-from dataexport.warehouse.hits_columnar import validate_batch
+from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, validate_batch
 from dataexport.warehouse.hits_msgspec import decode_lines
 from dataexport.warehouse.load_workers import default_workers, fork_server
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
@@ -70,12 +75,14 @@ def load_files(
     progress: Progress | None = None,
     *,
     workers: int | None = None,
+    window: HitWindow | None = None,
 ) -> LoadSummary:
     """Validate and store every record of `paths`, chunk by chunk (memory stays flat whatever the size).
 
     Reading, decoding, validation and writing a chunk's files run in `workers` processes (default: one per CPU,
     up to 4, for inputs over PARALLEL_MIN_BYTES), which stage them in the store's staging directory; this
-    process commits the chunks, in file order.
+    process commits the chunks, in file order. `window` bounds the records' times (default: not after now plus
+    the default clock skew; `dataexport load` adds the project's retention).
     """
     paths = [Path(p) for p in paths]
     for p in paths:
@@ -89,7 +96,7 @@ def load_files(
         workers = default_workers(paths)
     summary = LoadSummary()
     done_before = 0
-    target = (project_id, str(store.staging))
+    target = (project_id, str(store.staging), window or HitWindow.at(datetime.now(UTC)))
     with _Pipeline(workers, target) as pipeline:
         for path in paths:
             reader = _reader_for(path)
@@ -127,9 +134,9 @@ class _Pipeline:
     the staging directory: no commit line names them, so the next store opened on the root removes them.
     """
 
-    def __init__(self, workers: int, target: tuple[int, str]):
+    def __init__(self, workers: int, target: tuple[int, str, HitWindow]):
         self.workers = workers
-        self.target = target  # (project id, staging directory)
+        self.target = target  # (project id, staging directory, time window)
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> _Pipeline:
@@ -157,50 +164,62 @@ class _Pipeline:
             yield future.result(), d
 
 
-def process_chunk(chunk: tuple, target: tuple[int, str]) -> tuple[StagedBatch, list[HitError], int, int]:
+def process_chunk(chunk: tuple, target: tuple[int, str, HitWindow]) -> tuple[StagedBatch, list[HitError], int, int]:
     """Read one chunk of a file, validate it and stage its files (runs in a worker process).
 
     Returns the staged batch, the rejections, their count, and the chunk's number of lines (JSONL: its
     rejections are numbered from the chunk's first line; 0 for the other formats, numbered in the file).
     """
     kind, payload = chunk
-    project_id, staging = target
+    project_id, staging, window = target
     lines = 0
     if kind == "jsonl":
-        table, errors, rejected, lines = _jsonl_table(*payload)
+        table, errors, rejected, numbers, lines = _jsonl_table(*payload)
     else:
-        table, errors, rejected = _validate(_DECODERS[kind](payload))
+        table, errors, rejected, numbers = _validate(_DECODERS[kind](payload))
+    table, refused, refused_count = refuse_outside(table, window, numbers)
+    if refused:
+        errors = sorted([*errors, *refused], key=lambda e: e.index)
+        rejected += refused_count
     staged = stage(project_id, table, Path(staging)) if table.num_rows else StagedBatch("", 0)
     return staged, errors, rejected, lines
 
 
-def _jsonl_table(path: str, start: int, end: int) -> tuple[pa.Table, list[HitError], int, int]:
+def _jsonl_table(path: str, start: int, end: int) -> tuple[pa.Table, list[HitError], int, np.ndarray, int]:
+    """The chunk's valid records as a table, the rejections, their count, the line number (from the chunk's first
+    line) of each row, and the chunk's number of lines."""
     with open(path, "rb") as f:
         f.seek(start)
         block = f.read(end - start)
     lines = block.split(b"\n")
     # Blank lines are skipped, but keep their number. (`isspace` is `not strip()` without copying each line.)
     kept = [i for i, line in enumerate(lines) if line and not line.isspace()]
-    tables, errors, rejected = [PAGEVIEW_SCHEMA.empty_table()], [], 0
+    tables, errors, rejected, numbers = [PAGEVIEW_SCHEMA.empty_table()], [], 0, []
     for first in range(0, len(kept), FAST_SLICE):
         indexes = kept[first : first + FAST_SLICE]
         table = decode_lines([lines[i] for i in indexes])
         if table is None:  # a bad line, or the file carries derived columns: the general path
-            table, errs, rej = _validate(_decode_jsonl([(1 + i, lines[i]) for i in indexes]))
+            table, errs, rej, nums = _validate(_decode_jsonl([(1 + i, lines[i]) for i in indexes]))
             errors.extend(errs)
             rejected += rej
+            numbers.append(nums)
+        else:
+            numbers.append(np.asarray(indexes, np.int64) + 1)
         tables.append(table)
-    return pa.concat_tables(tables), errors, rejected, len(lines) - 1  # = block.count(b"\n")
+    row_numbers = np.concatenate(numbers) if numbers else np.zeros(0, np.int64)
+    return pa.concat_tables(tables), errors, rejected, row_numbers, len(lines) - 1  # = block.count(b"\n")
 
 
-def _validate(records: list[tuple[int, object]]) -> tuple[pa.Table, list[HitError], int]:
-    """Slices that the columnar path proves valid skip the per-hit validator; others go through it."""
-    tables, errors, rejected = [], [], 0
+def _validate(records: list[tuple[int, object]]) -> tuple[pa.Table, list[HitError], int, np.ndarray]:
+    """Slices that the columnar path proves valid skip the per-hit validator; others go through it. Returns the
+    table of valid records, the rejections, their count and the record number of each row."""
+    tables, errors, rejected, numbers = [], [], 0, []
     for start in range(0, len(records), FAST_SLICE):
         part = records[start : start + FAST_SLICE]
         table = validate_batch([r for _, r in part])  # sentinels are not dicts: they make it step aside
         if table is not None:
             tables.append(table)
+            numbers.extend(number for number, _ in part)
             continue
         rows = []
         for index, record in part:
@@ -212,11 +231,13 @@ def _validate(records: list[tuple[int, object]]) -> tuple[pa.Table, list[HitErro
                 row, errs = validate_hit(record, index)
             if row is not None:
                 rows.append(row)
+                numbers.append(index)
             else:
                 errors.extend(errs)
                 rejected += 1
         tables.append(pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA))
-    return pa.concat_tables(tables) if tables else PAGEVIEW_SCHEMA.empty_table(), errors, rejected
+    table = pa.concat_tables(tables) if tables else PAGEVIEW_SCHEMA.empty_table()
+    return table, errors, rejected, np.asarray(numbers, np.int64)
 
 
 def _count_rejections(summary: LoadSummary, path: str, errors: list[HitError]) -> None:

@@ -2,19 +2,22 @@
 
 Good hits are stored and bad ones reported, in the same answer: one typo must not lose a batch. In JSON Lines
 (NDJSON) that includes a line that is not JSON: each line is a hit of its own, numbered among the non-blank lines.
+Hits outside the time window (in the future, or older than the project keeps) are refused one by one too; a batch
+spread over too many session days is refused whole, since each day is a file of its own in the store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
 from dataexport.errors import FieldError, ValidationFailed
 from dataexport.warehouse.hits import NOT_JSON, HitBatch, HitError
-from dataexport.warehouse.hits_columnar import validate_to_table
+from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, session_days, validate_to_table
 from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
 from dataexport.warehouse.store import PageviewStore
 
@@ -61,19 +64,39 @@ def _json_or_not(line: bytes) -> object:
         return NOT_JSON
 
 
-def _validated(body: bytes, ndjson: bool) -> tuple[pa.Table, HitBatch]:
+def _validated(body: bytes, ndjson: bool) -> tuple[pa.Table, HitBatch, int]:
+    """The valid hits as a table, the rejections, and the number of hits in the request."""
     if ndjson:
         lines = [line for line in body.split(b"\n") if line and not line.isspace()]
         if len(lines) > MAX_HITS_PER_REQUEST:
             raise _too_many()
         table = decode_lines(lines)  # the fast path proves a batch valid, or steps aside
-        return (table, HitBatch()) if table is not None else validate_to_table([_json_or_not(x) for x in lines])
+        if table is not None:
+            return table, HitBatch(), len(lines)
+        return *validate_to_table([_json_or_not(x) for x in lines]), len(lines)
     table = decode_batch(body)
     if table is None:
-        return validate_to_table(parse_hits(body))
+        hits = parse_hits(body)
+        return *validate_to_table(hits), len(hits)
     if table.num_rows > MAX_HITS_PER_REQUEST:
         parse_hits(body)  # raises the same error as the slow path
-    return table, HitBatch()
+    return table, HitBatch(), table.num_rows
+
+
+def _row_numbers(count: int, rejections: HitBatch) -> np.ndarray | None:
+    """The index of each table row among the request's hits (the rejected ones are not rows); None: row i is hit
+    i. Every rejected hit has at least one error naming its index."""
+    if not rejections.rejected:
+        return None
+    return np.setdiff1d(np.arange(count), np.fromiter((e.index for e in rejections.errors), np.int64))
+
+
+def _too_many_days(days: int, limit: int) -> ValidationFailed:
+    return ValidationFailed(
+        "The batch spans too many session days.",
+        [FieldError("hits", f"must touch at most {limit} session days (the UTC day of each hit's session_time, "
+                            f"one file each in the store); these touch {days}: send fewer days a request")],
+    )
 
 
 def ingest(
@@ -84,15 +107,32 @@ def ingest(
     ndjson: bool = False,
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    window: HitWindow | None = None,
+    max_session_days: int | None = None,
 ) -> IngestResult:
     """Validate and store one request's hits: a JSON array (or {"hits": [...]}), or JSON Lines when `ndjson`. A
-    retried request (same hits or same key) is stored once."""
-    table, rejections = _validated(body, ndjson)
+    retried request (same hits or same key) is stored once; a key sent again with other hits raises
+    IdempotencyKeyReused.
+
+    `window` bounds the hits' times (default: no later than `now` plus the default clock skew, no lower bound);
+    `max_session_days` the distinct session days of the batch (default: no bound).
+    """
+    table, rejections, count = _validated(body, ndjson)
+    if window is None:
+        window = HitWindow.at(now or datetime.now(UTC))
+    table, refused, refused_count = refuse_outside(table, window, _row_numbers(count, rejections))
+    errors = rejections.errors
+    if refused:
+        errors = sorted([*errors, *refused], key=lambda e: e.index)  # stable: a hit's errors stay in their order
+    if max_session_days is not None:
+        days = session_days(table)
+        if days > max_session_days:
+            raise _too_many_days(days, max_session_days)
     stored = store.append(project_id, table, batch_key=idempotency_key, now=now)
     return IngestResult(
         batch_id=stored.batch_id,
         stored=stored.rows,
-        rejected=rejections.rejected,
+        rejected=rejections.rejected + refused_count,
         duplicate=stored.duplicate,
-        errors=rejections.errors[:MAX_ERRORS_REPORTED],
+        errors=errors[:MAX_ERRORS_REPORTED],
     )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import Connection, Row
 from sqlalchemy.orm import Session
 
+from dataexport.api.body import read_body
 from dataexport.api.deps import Caller, get_caller
 from dataexport.api.envelope import EnvelopeResponse, ok
 from dataexport.api.listing import enum_filter, page_params
@@ -16,12 +17,14 @@ from dataexport.api.runs_view import run_detail
 from dataexport.api.schemas import (
     ERROR_RESPONSES,
     Envelope,
+    ErrorEnvelope,
     JobCreated,
     JobOut,
     RunDetailOut,
     RunOut,
     SuccessfulRunOut,
 )
+from dataexport.config import Settings
 from dataexport.domain.enums import Format, Frequency, JobState, RunState, Scope
 from dataexport.domain.jobspec import parse_job_spec
 from dataexport.engine import lifecycle
@@ -73,13 +76,12 @@ _CREATE_SCHEMA = {
 }
 
 
-async def _json_body(request: Request):
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise ValidationFailed("The request body is too large.", [FieldError("body", "must be at most 1 MB")])
+async def _json_body(request: Request, settings: Settings):
+    # Counted as it arrives, with a deadline: a huge or a trickled body is refused before it is all in memory.
+    raw = await read_body(request, limit=MAX_BODY, timeout=settings.body_timeout_seconds)
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ValidationFailed(
             "The request body is not valid JSON.", [FieldError("body", "must be a valid JSON object")],
             error_code="INVALID_JSON",
@@ -90,12 +92,13 @@ async def _json_body(request: Request):
     "",
     response_model=Envelope[JobCreated],
     summary="Create an export job",
+    responses={code: {"model": ErrorEnvelope} for code in (408, 413)},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE_SCHEMA}}}},
 )
 async def create_export(request: Request, caller: Caller = Depends(get_caller)):
     # The body is parsed by our own validator, so every error names its JSON path (fields[2].aliasName).
-    body = await _json_body(request)
     ctx = caller.ctx
+    body = await _json_body(request, ctx.settings)
 
     def work(session: Session) -> dict:
         now = ctx.clock()
@@ -198,13 +201,15 @@ async def get_job_run(
     return EnvelopeResponse(await caller.db.read(work))
 
 
-def _lifecycle_action(action):
+def _lifecycle_action(action, *, with_settings: bool = False):
     async def handler(
         job_id: int = Path(..., alias="jobId", ge=1, le=2**53),
         caller: Caller = Depends(get_caller),
     ):
         def work(session: Session) -> dict:
-            job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=caller.ctx.clock())
+            extra = {"settings": caller.ctx.settings} if with_settings else {}
+            job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=caller.ctx.clock(),
+                         **extra)
             session.flush()
             return ok(job_out(job, caller.project, caller.ctx.settings))
 
@@ -223,6 +228,6 @@ router.add_api_route(
     summary="Suspend a daily or hourly job (extension)",
 )
 router.add_api_route(
-    "/{jobId}/resume", _lifecycle_action(lifecycle.resume_job), methods=["POST"], **_JOB_ANSWER,
+    "/{jobId}/resume", _lifecycle_action(lifecycle.resume_job, with_settings=True), methods=["POST"], **_JOB_ANSWER,
     summary="Resume a suspended daily or hourly job (extension)",
 )

@@ -32,12 +32,25 @@ _ANSWERS = {
 @router.get("/files/{key:path}", summary="Download an export part (signed URL from a run's files[].url)",
             response_class=StreamingResponse, responses=_ANSWERS)
 def download(key: str, request: Request, ctx: AppContext = Depends(get_context)):
+    return _answer(key, request, ctx, with_body=True)
+
+
+# HEAD: what GET would answer (status, size, signature and expiry checks) without the bytes; download tools ask
+# it first. Left out of the OpenAPI document, which describes HEAD through GET (RFC 9110).
+@router.head("/files/{key:path}", include_in_schema=False)
+def head(key: str, request: Request, ctx: AppContext = Depends(get_context)):
+    return _answer(key, request, ctx, with_body=False)
+
+
+def _answer(key: str, request: Request, ctx: AppContext, *, with_body: bool) -> Response:
     if not isinstance(ctx.storage, LocalStorage):  # S3 deployments hand out presigned S3 URLs instead
         raise NotFound("No such file.")
     status, headers, body = signed_file_response(
         ctx.storage, key, request.query_params.get("expires"), request.query_params.get("sig"),
-        request.headers.get("range"), ctx.clock(),
+        request.headers.get("range"), ctx.clock(), with_body=with_body,
     )
+    if not with_body:
+        return Response(b"", status_code=status, headers=headers)  # headers keep the GET's Content-Length
     if isinstance(body, bytes):
         return Response(body, status_code=status, headers=headers)
     return StreamingResponse(body, status_code=status, headers=headers)

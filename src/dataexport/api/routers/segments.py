@@ -1,11 +1,11 @@
-"""`GET /v1/segments` in the shape of the vendor's Metrics API."""
+"""`GET /v1/segments` in the shape of the vendor's Metrics API: a token with the metrics or data-export scope."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 from sqlalchemy.orm import Session
 
-from dataexport.api.deps import Caller, get_caller
+from dataexport.api.deps import Caller, get_metrics_caller
 from dataexport.api.envelope import ok
 from dataexport.api.schemas import ERROR_RESPONSES, Envelope, SegmentOut
 from dataexport.domain.timeparse import format_instant as iso
@@ -28,7 +28,7 @@ def _ids(raw: str | None) -> list[int] | None:
 @router.get("/segments", response_model=Envelope[list[SegmentOut]], summary="Segments of the project")
 async def list_segments(
     ids: str | None = Query(None, max_length=2000, description="Comma-separated segment ids"),
-    caller: Caller = Depends(get_caller),
+    caller: Caller = Depends(get_metrics_caller),
 ):
     wanted = _ids(ids)
 

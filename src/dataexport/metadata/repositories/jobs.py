@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import Connection, Row, Select, bindparam, select
+from sqlalchemy import Connection, Row, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from dataexport.domain.enums import Format, Frequency, JobState, Scope
-from dataexport.metadata.models import ExportJob
+from dataexport.metadata.models import ExportJob, Project
 from dataexport.metadata.repositories.paging import Page, paginate
 
 
@@ -58,6 +58,31 @@ def _list_statement(filtered: frozenset[str]) -> Select:
     for name in sorted(filtered):
         stmt = stmt.where(_jobs.c[name] == bindparam(name))
     return stmt
+
+
+# The states that count against a project's quota: jobs that will still run (a once job until it completed).
+QUOTA_STATES = (JobState.ACTIVE.value, JobState.COMPUTING.value)
+
+
+def lock_project_jobs(session: Session, project_id: int) -> None:
+    """Serialise the changes that add to a project's active jobs, until the transaction ends.
+
+    A count then an insert is only safe when no other transaction can do the same in between. PostgreSQL
+    locks the project row (other projects are not held up); SQLite takes its database write lock at the
+    first write of a transaction, so a no-op write is made first (the count after it sees every commit).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    else:
+        session.execute(update(Project).where(Project.id == project_id).values(id=Project.id))
+
+
+def count_active_jobs(session: Session, project_id: int) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(ExportJob)
+        .where(ExportJob.project_id == project_id, ExportJob.state.in_(QUOTA_STATES))
+    ) or 0
 
 
 def recurring_jobs_to_schedule(session: Session) -> list[ExportJob]:

@@ -55,7 +55,8 @@ def project_id_by_ingest_key_hash(conn: Connection, key_hash: str) -> int | None
 
 
 def count_clients(session: Session, *, account_id: int | None = None, project_id: int | None = None) -> int:
-    stmt = select(func.count()).select_from(OAuthClient)
+    """Live (unrevoked) clients of a project, or the account-level ones of an account."""
+    stmt = select(func.count()).select_from(OAuthClient).where(OAuthClient.revoked_at.is_(None))
     if project_id is not None:
         stmt = stmt.where(OAuthClient.project_id == project_id)
     else:
@@ -78,3 +79,26 @@ def create_client(
 
 def client_by_client_id(session: Session, client_id: str) -> OAuthClient | None:
     return session.scalars(select(OAuthClient).where(OAuthClient.client_id == client_id)).first()
+
+
+def list_clients(
+    session: Session, *, account_id: int | None = None, project_id: int | None = None
+) -> list[OAuthClient]:
+    """Clients, revoked ones included, oldest first: of a project, of an account (project- and account-level
+    alike), or all."""
+    stmt = select(OAuthClient).order_by(OAuthClient.id)
+    if project_id is not None:
+        stmt = stmt.where(OAuthClient.project_id == project_id)
+    if account_id is not None:
+        stmt = stmt.where(OAuthClient.account_id == account_id)
+    return list(session.scalars(stmt))
+
+
+_clients = OAuthClient.__table__
+# Run once a second by each API process (api.deps): a range scan of the revoked_at index.
+_REVOKED_SINCE = select(_clients.c.id).where(_clients.c.revoked_at >= bindparam("since"))
+
+
+def revoked_client_pks(conn: Connection, since: datetime) -> list[int]:
+    """Pks of the clients revoked at or after `since`."""
+    return list(conn.execute(_REVOKED_SINCE, {"since": since}).scalars())
