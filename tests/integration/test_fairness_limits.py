@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -163,7 +162,7 @@ def test_racing_claimers_never_take_a_run_twice(engine_env):
         assert all(owners[r] == f"racer-{i}" for r in mine)
 
 
-def test_claiming_among_ten_thousand_queued_runs_stays_fast(engine_env):
+def test_among_ten_thousand_queued_runs_each_project_gets_a_turn(engine_env):
     sessions, settings, window = engine_env
     projects = [new_project(sessions, f"P{i}") for i in range(20)]
     now = datetime.now(UTC)
@@ -211,13 +210,10 @@ def test_claiming_among_ten_thousand_queued_runs_stays_fast(engine_env):
     assert len(rows) == 9950
     worker = Worker(sessions, settings, build_storage(settings), SettableClock())
 
-    started = time.monotonic()
-    claimed = [worker.claim() for _ in range(20)]
-    elapsed = time.monotonic() - started
+    claimed = [worker.claim() for _ in range(20)]  # its cost: bench/claim.py
     with transaction(sessions) as session:
         served = [session.get(JobRun, r).project_id for r in claimed]
     assert sorted(served) == sorted(projects)  # 20 claims: one run of each project, however long its queue
-    assert elapsed < 20, f"20 claims took {elapsed:.1f} s"  # ~10 ms each on PostgreSQL; full scans take far longer
 
 
 # ---------------------------------------------------------------- active jobs per project
