@@ -23,8 +23,8 @@ What it does (loopback only; every phase is bounded in time and in request count
      publishes a part) downloaded alone through its signed URL: MB/s, and the server's RSS before, peak
      during and after (sampled every 50 ms from /proc): streaming must keep memory flat;
    - mixed, --seconds: every client loops over weighted GETs (list jobs, get job, list runs, get run,
-     download a part by its signed URL); token requests (--token-rate/s, spread over all credentials so
-     the per-client token limit of 30/min is not hit) and new once jobs (--create-rate/s, so exports run
+     download a part by its signed URL); token requests (--token-rate/s, spread over all credentials, as
+     many scripts of many users would be) and new once jobs (--create-rate/s, so exports run
      while the load runs) are taken by whichever client is free when they fall due.
 4. Prints per phase and endpoint: requests/s, p50, p99, errors (non-2xx other than 429, transport errors)
    and 429s separately; the server's CPU (cores) and RSS; the client process's CPU; the load average.
@@ -229,7 +229,7 @@ class Driver:
         return status, size
 
     async def op_token(self, conn: Connection, client: dict):
-        # Rotate over every credential of every project so no client_id exceeds its per-minute token limit.
+        # Rotate over every credential of every project, as many users' scripts would.
         creds = [c for p in self.projects for c in p["credentials"]]
         cred = creds[self.token_turn % len(creds)]
         self.token_turn += 1
