@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from support import (
+    S3Server,
+    SeaweedFS,
     SettableClock,
     ThreadedServer,
     create_pg_database,
@@ -41,18 +44,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_S3_STARTUPS: list[tuple[float, float]] = []
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3-protocol server (moto's standalone server) on a loopback port."""
-    from moto.server import ThreadedMotoServer
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """A real S3 server for the session: SeaweedFS, which enforces SigV4 signatures and presigned-URL expiry
+    (moto enforced neither). Its log is `weed.log` in the fixture's temporary directory, shown if it fails to
+    start."""
+    weed = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server = weed.start()
+        _S3_STARTUPS.append((weed.answer_seconds, weed.startup_seconds))
+        yield server
+    finally:
+        weed.stop()
 
-    from support import free_port
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server) -> str:
+    """The S3 server's URL, for callers that take only an endpoint (credentials: `s3_server`)."""
+    return s3_server.endpoint_url
+
+
+def pytest_terminal_summary(terminalreporter):
+    for answered, writable in _S3_STARTUPS:
+        terminalreporter.write_line(f"SeaweedFS: signed ListBuckets served {answered:.2f} s after start, "
+                                    f"a signed write {writable:.2f} s")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

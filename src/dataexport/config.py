@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # Storage
     storage: str = Field("local", description="`local` or `s3`")
     files_dir: Path | None = Field(None, description="Local storage root; default data_dir/files")
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto...); default AWS")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, SeaweedFS...); default AWS")
     s3_bucket: str = Field("dataexport", description="Bucket of the export files (created if missing)")
     s3_region: str = Field("us-east-1", description="S3 region")
     s3_access_key_id: str | None = Field(None, description="S3 credentials; default boto3's own chain")

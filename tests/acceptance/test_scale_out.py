@@ -1,5 +1,5 @@
 """Scale-out: two API replicas, one scheduler and two workers, as separate processes on one PostgreSQL
-database and one S3-protocol server (moto), sharing a Parquet warehouse and a JWT secret.
+database and one S3 server (SeaweedFS, which checks signatures), sharing a Parquet warehouse and a JWT secret.
 
 A client drives both replicas with one token; every run must succeed exactly once (attempts == 1, unique
 file rows, one `export.run.finished` in all worker logs), both workers must have taken runs, and every
@@ -89,7 +89,7 @@ def pg_url():
 
 
 @pytest.fixture
-def cluster(tmp_path, pg_url, s3_endpoint):
+def cluster(tmp_path, pg_url, s3_server):
     """Seeded data, then 2 APIs + 1 scheduler + 2 workers; yields (apis, workers, scheduler, client, pg_url)."""
     from dataexport.warehouse.demo import generate
     from dataexport.warehouse.store import PageviewStore
@@ -99,9 +99,7 @@ def cluster(tmp_path, pg_url, s3_endpoint):
     env = _env({
         "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_DATABASE_URL": pg_url,
         "DATAEXPORT_JWT_SECRET": JWT_SECRET, "DATAEXPORT_LOG_JSON": "true",
-        "DATAEXPORT_STORAGE": "s3", "DATAEXPORT_S3_ENDPOINT_URL": s3_endpoint,
-        "DATAEXPORT_S3_BUCKET": "scale-out", "DATAEXPORT_S3_ACCESS_KEY_ID": "testing",
-        "DATAEXPORT_S3_SECRET_ACCESS_KEY": "testing", "DATAEXPORT_PART_MAX_BYTES": str(PART_MAX_BYTES),
+        **s3_server.env(bucket="scale-out"), "DATAEXPORT_PART_MAX_BYTES": str(PART_MAX_BYTES),
         "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
         "DATAEXPORT_SESSION_TIMEOUT_MINUTES": str(SESSION_TIMEOUT_MINUTES),
     })

@@ -32,13 +32,14 @@ def seeded(api, tenant):
 
 @pytest.fixture(params=["local", "s3"])
 def export_storage(request, api):
-    """Run the test with the stack's local storage, then with S3 storage on a real S3-protocol server."""
+    """Run the test with the stack's local storage, then with S3 storage on a real S3 server (SeaweedFS)."""
     if request.param == "local":
         yield "local"
         return
     original = api.context.storage
-    api.context.storage = S3Storage(f"e2e-{uuid.uuid4().hex[:12]}", prefix="exports", access_key_id="testing",
-                                    endpoint_url=request.getfixturevalue("s3_endpoint"), secret_access_key="testing")
+    s3 = request.getfixturevalue("s3_server")
+    api.context.storage = S3Storage(f"e2e-{uuid.uuid4().hex[:12]}", prefix="exports", endpoint_url=s3.endpoint_url,
+                                    access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key)
     yield "s3"
     api.context.storage = original
 

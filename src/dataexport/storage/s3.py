@@ -1,4 +1,4 @@
-"""S3-compatible object storage (AWS, MinIO, moto); downloads are presigned GET URLs."""
+"""S3-compatible object storage (AWS, MinIO, SeaweedFS); downloads are presigned GET URLs."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from dataexport.storage.base import MAX_URL_TTL_SECONDS
 from dataexport.storage.keys import validate_key, validate_prefix
 
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+_FORBIDDEN = {"403", "Forbidden", "AccessDenied"}
 # Parts are up to a few hundred MB: multipart above 64 MB, uploaded 4 chunks at a time.
 _TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=4)
 
@@ -56,7 +57,7 @@ class S3Storage:
         self.clock = clock
         config = Config(
             signature_version="s3v4",
-            # A custom endpoint (MinIO, moto) is usually a bare host or IP: address buckets by path there.
+            # A custom endpoint (MinIO, SeaweedFS) is usually a bare host or IP: address buckets by path there.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=5,
@@ -142,7 +143,7 @@ class S3Storage:
             raise
 
     def _ensure_bucket(self) -> None:
-        """Create the bucket when missing (dev setups on moto/MinIO); checked once per process."""
+        """Create the bucket when missing (dev setups on MinIO/SeaweedFS); checked once per process."""
         if self._bucket_ready:
             return
         with self._bucket_lock:
@@ -151,6 +152,13 @@ class S3Storage:
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except ClientError as exc:
+                if _error_code(exc) in _FORBIDDEN:
+                    # A HEAD answer has no body, so a 403 cannot say why (wrong secret, unknown key, or a
+                    # key allowed to PUT but not to list). Let the upload try: it fails with the store's
+                    # own reason (SignatureDoesNotMatch, InvalidAccessKeyId, AccessDenied) if it must. The
+                    # same credentials would get the same 403 again: no need to ask on every publish.
+                    self._bucket_ready = True
+                    return
                 if _error_code(exc) not in _MISSING:
                     raise
                 extra = {}
