@@ -38,6 +38,7 @@ test-slow: venv
 
 lint: venv
 	$(BIN)/python -m ruff check .
+	$(BIN)/python -m ruff format --check .
 
 clean:
 	rm -rf $(VENV) var

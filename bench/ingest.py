@@ -52,8 +52,9 @@ def make_hits_file(path: Path, rows: int, seed: int = 1) -> int:
     """Write `rows` demo hits as JSONL (ISO timestamps, dynamic vars as {key, value}); returns bytes."""
     per_day = max(1, int(rows / (7 * 2.5)))  # ~3.5 views a session: comfortably more than `rows`
     sessions = draw_sessions(np.random.default_rng([seed, 1]), 7, per_day, NOW)
-    table = build_views(np.random.default_rng([seed, 2]), sessions, np.arange(len(sessions.start_ms)),
-                        int(NOW.timestamp() * 1000))
+    table = build_views(
+        np.random.default_rng([seed, 2]), sessions, np.arange(len(sessions.start_ms)), int(NOW.timestamp() * 1000)
+    )
     table = table.slice(0, rows)
     with open(path, "wb") as f:
         for batch in table.to_batches(20_000):
@@ -127,13 +128,18 @@ def run_http(bodies: list[bytes], work: Path, server_processes: int, connections
     data_dir = work / "served"
     env = {**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_LOG_LEVEL": "WARNING"}
     cli = [sys.executable, "-m", "dataexport.cli"]
-    created = subprocess.run([*cli, "projects", "create", "--name", "bench", "--json"], env=env, check=True,
-                             capture_output=True, text=True)
+    created = subprocess.run(
+        [*cli, "projects", "create", "--name", "bench", "--json"], env=env, check=True, capture_output=True, text=True
+    )
     key = json.loads(created.stdout)["ingest_key"]
     port = free_port()
     log = (work / "serve.log").open("wb")
-    server = subprocess.Popen([*cli, "serve", "--port", str(port), "--processes", str(server_processes),
-                               "--no-scheduler", "--no-worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [*cli, "serve", "--port", str(port), "--processes", str(server_processes), "--no-scheduler", "--no-worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_healthy(port, server)
         wait_listening(port, server_processes)
@@ -214,7 +220,8 @@ def stage_costs(bodies: list[bytes], work: Path, batches: int = 60) -> dict[str,
             "Arrow columns from the decoded hits": best(hits_msgspec._table, decoded),
             # each pass stores the batches anew (fresh ids): retries would be acknowledged without writing
             "store.append (Parquet, fsync, commit)": best(
-                lambda t: store.append(1, t, batch_key=uuid.uuid4().hex), tables),
+                lambda t: store.append(1, t, batch_key=uuid.uuid4().hex), tables
+            ),
         }
     shutil.rmtree(root)
     return costs
@@ -224,16 +231,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3, help="alternated runs of bulk load and DuckDB")
-    parser.add_argument("--processes", type=int, default=2,
-                        help="processes for the parallel in-process run (0: no in-process runs)")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="processes for the parallel in-process run (0: no in-process runs)"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--stages", action="store_true", help="also print the CPU cost a hit of each ingest stage")
     parser.add_argument("--http", action="store_true", help="also measure HTTP ingest through a real server")
     parser.add_argument("--server-processes", type=int, default=2, help="`serve --processes` for --http")
-    parser.add_argument("--connections", type=int, default=32,
-                        help="concurrent client connections for --http (the server processes share one listening "
-                             "socket and the kernel hands each new connection to one of them: with few "
-                             "connections one process may get most of them)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=32,
+        help="concurrent client connections for --http (the server processes share one listening "
+        "socket and the kernel hands each new connection to one of them: with few "
+        "connections one process may get most of them)",
+    )
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -263,8 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.processes:
             measure("ingest in-process, 1 process", lambda: run_inprocess(bodies, work, 1))
         if args.processes > 1:
-            measure(f"ingest in-process, {args.processes} processes",
-                    lambda: run_inprocess(bodies, work, args.processes))
+            measure(
+                f"ingest in-process, {args.processes} processes", lambda: run_inprocess(bodies, work, args.processes)
+            )
         table = Table(title="ingest benchmark")
         for col in ("path", "pageviews", "seconds", "pageviews/s", "CPU s", "pageviews/CPU-s"):
             table.add_column(col, justify="left" if col == "path" else "right")
@@ -278,15 +291,20 @@ def main(argv: list[str] | None = None) -> None:
         if args.repeat:
             bulk = statistics.median(r[1] / r[2] for r in results if r[0].startswith("bulk"))
             duck = statistics.median(r[1] / r[2] for r in results if r[0].startswith("DuckDB"))
-            console.print(f"bulk load / DuckDB = {bulk:,.0f} / {duck:,.0f} pageviews/s (medians of {args.repeat}) = "
-                          f"{bulk / duck:.2f}x (goal >= 0.5x)")
+            console.print(
+                f"bulk load / DuckDB = {bulk:,.0f} / {duck:,.0f} pageviews/s (medians of {args.repeat}) = "
+                f"{bulk / duck:.2f}x (goal >= 0.5x)"
+            )
         for name, rows, secs, _ in results:
             if name.startswith("HTTP"):
                 console.print(f"HTTP ingest = {rows / secs:,.0f} pageviews/s (goal >= 50,000/s)")
         if args.stages:
             costs = stage_costs(bodies, work)
-            console.print("CPU µs a hit, by stage (one process, 60 batches of 1,000, best of 3): " + ", ".join(
-                f"{name} {us:.2f}" for name, us in costs.items()) + f"; total {sum(costs.values()):.2f}")
+            console.print(
+                "CPU µs a hit, by stage (one process, 60 batches of 1,000, best of 3): "
+                + ", ".join(f"{name} {us:.2f}" for name, us in costs.items())
+                + f"; total {sum(costs.values()):.2f}"
+            )
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         console.print(f"load average now: {load} on {os.cpu_count()} CPUs (other work on the machine skews these)")
     finally:

@@ -55,15 +55,26 @@ ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "bench-load-secret-" + "x" * 32
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 100.0
-JOB_FIELDS = [{"fieldName": "session_id"}, {"fieldName": "view_number"}, {"fieldName": "view_time"},
-              {"fieldName": "url"}, {"fieldName": "device_id"}, {"fieldName": "country_code"}]
+JOB_FIELDS = [
+    {"fieldName": "session_id"},
+    {"fieldName": "view_number"},
+    {"fieldName": "view_time"},
+    {"fieldName": "url"},
+    {"fieldName": "device_id"},
+    {"fieldName": "country_code"},
+]
 # Weights of the GETs of the mixed phase; token requests and job creations are paced, not weighted.
 MIX = {"list_exports": 2, "get_job": 4, "list_runs": 2, "get_run": 2, "download": 2}
 ROUTES = {
-    "token": "POST /v1/oauth/token", "create_job": "POST /v1/exports", "list_exports": "GET /v1/exports",
-    "get_job": "GET /v1/exports/{jobId}", "list_runs": "GET /v1/exports/{jobId}/runs",
-    "get_run": "GET /v1/exports/{jobId}/runs/{runId}", "download": "GET /files/{key} (signed part)",
-    "healthz": "GET /healthz (bare)", "big_download": "GET /files/{key} (large part, alone)",
+    "token": "POST /v1/oauth/token",
+    "create_job": "POST /v1/exports",
+    "list_exports": "GET /v1/exports",
+    "get_job": "GET /v1/exports/{jobId}",
+    "list_runs": "GET /v1/exports/{jobId}/runs",
+    "get_run": "GET /v1/exports/{jobId}/runs/{runId}",
+    "download": "GET /files/{key} (signed part)",
+    "healthz": "GET /healthz (bare)",
+    "big_download": "GET /files/{key} (large part, alone)",
 }
 
 
@@ -91,8 +102,9 @@ class Connection:
             self.writer.close()
         self.reader = self.writer = None
 
-    async def request(self, method: str, target: str, headers: dict[str, str] | None = None,
-                      body: bytes = b"", keep_body: bool = True) -> tuple[int, bytes, int]:
+    async def request(
+        self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"", keep_body: bool = True
+    ) -> tuple[int, bytes, int]:
         """(status, body or b"" when not kept, body length)."""
         if self.writer is None:
             await self._open()
@@ -210,8 +222,7 @@ class Driver:
     async def op_list_runs(self, conn: Connection, client: dict):
         project = client["project"]
         job = self.rng.choice(project["jobs"])
-        status, body, size = await conn.request("GET", f"/v1/exports/{job}/runs?limit=5&order=DESC",
-                                                self._auth(client))
+        status, body, size = await conn.request("GET", f"/v1/exports/{job}/runs?limit=5&order=DESC", self._auth(client))
         if status == 200:  # runs of jobs created during the load join the get-run pool once they succeed
             for run in self.loads(body)["payload"]:
                 if run["state"] == "SUCCESS" and [job, run["jobRunId"]] not in project["runs"]:
@@ -233,18 +244,30 @@ class Driver:
         creds = [c for p in self.projects for c in p["credentials"]]
         cred = creds[self.token_turn % len(creds)]
         self.token_turn += 1
-        body = json.dumps({"client_id": cred["client_id"], "client_secret": cred["secret"],
-                           "grant_type": "client_credentials", "scope": "data-export"}).encode()
-        status, answer, size = await conn.request("POST", "/v1/oauth/token", {"Content-Type": "application/json"},
-                                                  body)
+        body = json.dumps(
+            {
+                "client_id": cred["client_id"],
+                "client_secret": cred["secret"],
+                "grant_type": "client_credentials",
+                "scope": "data-export",
+            }
+        ).encode()
+        status, answer, size = await conn.request("POST", "/v1/oauth/token", {"Content-Type": "application/json"}, body)
         if status == 200:
             cred["token"] = self.loads(answer)["access_token"]
         return status, size
 
     async def op_create_job(self, conn: Connection, client: dict):
-        body = json.dumps({"name": "load", "format": "CSV", "scope": "views", "deviceLabel": "all",
-                           "frequency": {"value": "once", "dateRange": self.once_range},
-                           "fields": JOB_FIELDS}).encode()
+        body = json.dumps(
+            {
+                "name": "load",
+                "format": "CSV",
+                "scope": "views",
+                "deviceLabel": "all",
+                "frequency": {"value": "once", "dateRange": self.once_range},
+                "fields": JOB_FIELDS,
+            }
+        ).encode()
         headers = {**self._auth(client), "Content-Type": "application/json"}
         status, answer, size = await conn.request("POST", "/v1/exports", headers, body)
         if status == 200:
@@ -289,10 +312,15 @@ class Driver:
 
         await asyncio.gather(*(client_loop(c) for c in clients))
         elapsed = time.perf_counter() - started
-        return {"wall": [time.time() - elapsed, time.time()], "seconds": elapsed,
-                "client_cpu": (time.process_time() - cpu0) / elapsed,
-                "ops": {op: {"latencies": lat, "statuses": dict(stats.statuses[op]), "bytes": stats.bytes[op]}
-                        for op, lat in stats.latencies.items()}}
+        return {
+            "wall": [time.time() - elapsed, time.time()],
+            "seconds": elapsed,
+            "client_cpu": (time.process_time() - cpu0) / elapsed,
+            "ops": {
+                op: {"latencies": lat, "statuses": dict(stats.statuses[op]), "bytes": stats.bytes[op]}
+                for op, lat in stats.latencies.items()
+            },
+        }
 
     async def big_download(self) -> dict:
         url = urlsplit(self.plan["big_url"])
@@ -311,10 +339,12 @@ class Driver:
         out: dict = {"iso": []}
         await self.phase(MIX, p["warmup_seconds"], cap, paced=False)
         for _ in range(p["rounds"]):
-            out["iso"].append({
-                "healthz": await self.phase({"healthz": 1}, p["iso_seconds"], cap, paced=False),
-                "get_job": await self.phase({"get_job": 1}, p["iso_seconds"], cap, paced=False),
-            })
+            out["iso"].append(
+                {
+                    "healthz": await self.phase({"healthz": 1}, p["iso_seconds"], cap, paced=False),
+                    "get_job": await self.phase({"get_job": 1}, p["iso_seconds"], cap, paced=False),
+                }
+            )
         out["big"] = await self.big_download()
         out["mixed"] = await self.phase(MIX, p["seconds"], cap, paced=True)
         return out
@@ -336,8 +366,12 @@ def free_port() -> int:
 
 
 def server_env(args, data_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_JWT_SECRET": JWT_SECRET,
-           "PYTHONPATH": str(args.server_src)}
+    env = {
+        **os.environ,
+        "DATAEXPORT_DATA_DIR": str(data_dir),
+        "DATAEXPORT_JWT_SECRET": JWT_SECRET,
+        "PYTHONPATH": str(args.server_src),
+    }
     if args.database_url:
         env["DATAEXPORT_DATABASE_URL"] = args.database_url
     return env
@@ -360,8 +394,12 @@ def seed(args, data_dir: Path) -> list[dict]:
         for i in range(args.projects):
             project = admin.create_project(session, name=f"load {i}", now=now).project
             creds = [admin.create_client(session, now=now, project_id=project.id) for _ in range(args.credentials)]
-            projects.append({"project_id": project.id,
-                             "credentials": [{"client_id": c.client.client_id, "secret": c.secret} for c in creds]})
+            projects.append(
+                {
+                    "project_id": project.id,
+                    "credentials": [{"client_id": c.client.client_id, "secret": c.secret} for c in creds],
+                }
+            )
     engine.dispose()
     with PageviewStore(settings.resolved_warehouse_dir) as store:
         for i, p in enumerate(projects):
@@ -461,10 +499,17 @@ def wait_listening(port: int, processes: int, timeout: float = 60) -> None:
 
 def start_server(args, data_dir: Path, port: int) -> tuple[subprocess.Popen, object]:
     log = (data_dir / "serve.log").open("wb")  # a file, not an unread pipe: a chatty server must never block
-    command = [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port),
-               "--processes", str(args.server_processes)]
-    proc = subprocess.Popen(command,
-                            env=server_env(args, data_dir), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    command = [
+        sys.executable,
+        "-m",
+        "dataexport.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--processes",
+        str(args.server_processes),
+    ]
+    proc = subprocess.Popen(command, env=server_env(args, data_dir), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     import httpx
 
     deadline = time.monotonic() + 60
@@ -494,15 +539,28 @@ def prepare_jobs(base: str, projects: list[dict], jobs_per_project: int, timeout
     with httpx.Client(base_url=base, timeout=30) as http:
         for p in projects:
             for cred in p["credentials"]:
-                answer = http.post("/v1/oauth/token", json={"client_id": cred["client_id"], "client_secret":
-                                   cred["secret"], "grant_type": "client_credentials", "scope": "data-export"})
+                answer = http.post(
+                    "/v1/oauth/token",
+                    json={
+                        "client_id": cred["client_id"],
+                        "client_secret": cred["secret"],
+                        "grant_type": "client_credentials",
+                        "scope": "data-export",
+                    },
+                )
                 answer.raise_for_status()
                 cred["token"] = answer.json()["access_token"]
             auth = {"Authorization": "Bearer " + p["credentials"][0]["token"]}
             p["jobs"], p["runs"] = [], []
             for _ in range(jobs_per_project):
-                body = {"name": "load seed", "format": "CSV", "scope": "views", "deviceLabel": "all",
-                        "frequency": {"value": "once", "dateRange": once_range()}, "fields": JOB_FIELDS}
+                body = {
+                    "name": "load seed",
+                    "format": "CSV",
+                    "scope": "views",
+                    "deviceLabel": "all",
+                    "frequency": {"value": "once", "dateRange": once_range()},
+                    "fields": JOB_FIELDS,
+                }
                 answer = http.post("/v1/exports", json=body, headers=auth)
                 answer.raise_for_status()
                 p["jobs"].append(answer.json()["payload"]["jobId"])
@@ -543,16 +601,24 @@ def summarize(ops: list[dict], seconds: float) -> dict:
             statuses[k] += v
     ok = sum(v for k, v in statuses.items() if k.isdigit() and 200 <= int(k) < 300)
     limited = statuses.get("429", 0)
-    return {"n": len(lat), "rps": ok / seconds, "p50": percentile(lat, 0.50) * 1000,
-            "p99": percentile(lat, 0.99) * 1000, "errors": len(lat) - ok - limited, "r429": limited,
-            "bytes": sum(o["bytes"] for o in ops),
-            "codes": {k: v for k, v in statuses.items() if not (k.isdigit() and 200 <= int(k) < 300)}}
+    return {
+        "n": len(lat),
+        "rps": ok / seconds,
+        "p50": percentile(lat, 0.50) * 1000,
+        "p99": percentile(lat, 0.99) * 1000,
+        "errors": len(lat) - ok - limited,
+        "r429": limited,
+        "bytes": sum(o["bytes"] for o in ops),
+        "codes": {k: v for k, v in statuses.items() if not (k.isdigit() and 200 <= int(k) < 300)},
+    }
 
 
 def row(name: str, s: dict) -> str:
     codes = " ".join(f"{k}x{v}" for k, v in sorted(s["codes"].items()))
-    return (f"  {name:<42} {s['n']:>7} {s['rps']:>9.1f} {s['p50']:>8.1f} {s['p99']:>8.1f} "
-            f"{s['errors']:>6} {s['r429']:>5}  {codes}")
+    return (
+        f"  {name:<42} {s['n']:>7} {s['rps']:>9.1f} {s['p50']:>8.1f} {s['p99']:>8.1f} "
+        f"{s['errors']:>6} {s['r429']:>5}  {codes}"
+    )
 
 
 HEADER = f"  {'endpoint':<42} {'requests':>7} {'ok req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'429':>5}"
@@ -560,11 +626,13 @@ HEADER = f"  {'endpoint':<42} {'requests':>7} {'ok req/s':>9} {'p50 ms':>8} {'p9
 
 def report(args, result: dict, sampler: ProcSampler, load_before: tuple, rss_start: float) -> int:
     iso = result["iso"]
-    print(f"\nserver: dataexport serve --processes {args.server_processes} (each: API + worker + scheduler), "
-          f"{'PostgreSQL' if args.database_url else 'SQLite'} metadata; clients {args.clients} over "
-          f"{args.projects} projects; server code {args.server_src}\nload average before "
-          f"{load_before[0]:.2f} {load_before[1]:.2f} "
-          f"{load_before[2]:.2f}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\nserver: dataexport serve --processes {args.server_processes} (each: API + worker + scheduler), "
+        f"{'PostgreSQL' if args.database_url else 'SQLite'} metadata; clients {args.clients} over "
+        f"{args.projects} projects; server code {args.server_src}\nload average before "
+        f"{load_before[0]:.2f} {load_before[1]:.2f} "
+        f"{load_before[2]:.2f}, after {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print(f"\nisolated, {args.rounds} alternating rounds x {args.iso_seconds:g} s each, {args.clients} clients:")
     print(HEADER)
     sums = {}
@@ -576,22 +644,28 @@ def report(args, result: dict, sampler: ProcSampler, load_before: tuple, rss_sta
         cores = sum(sampler.cores(*ph["wall"]) * ph["seconds"] for ph in phases) / seconds
         per_round = ", ".join(f"{summarize([ph['ops'][op]], ph['seconds'])['rps']:.0f}" for ph in phases)
         # CPU per request hardly depends on how much CPU other processes leave the server; req/s does.
-        print(f"    server CPU {cores:.2f} cores = {cores * seconds / sums[op]['n'] * 1000:.2f} ms per request; "
-              f"client CPU {sum(ph['client_cpu'] for ph in phases) / len(phases):.2f} cores; "
-              f"per round ok req/s: {per_round}")
+        print(
+            f"    server CPU {cores:.2f} cores = {cores * seconds / sums[op]['n'] * 1000:.2f} ms per request; "
+            f"client CPU {sum(ph['client_cpu'] for ph in phases) / len(phases):.2f} cores; "
+            f"per round ok req/s: {per_round}"
+        )
     ratio = sums["get_job"]["rps"] / sums["healthz"]["rps"]
 
     big = result["big"]
     start, end = big["wall"]
     during = sampler.window(start, end)
     peak = max((s[1] for s in during), default=float("nan"))
-    print(f"\nlarge part download, alone: {big['bytes'] / 1e6:.0f} MB in {big['seconds']:.2f} s = "
-          f"{big['bytes'] / 1e6 / big['seconds']:.0f} MB/s (status {big['status']}); server RSS before "
-          f"{sampler.rss_at(start - 0.5):.0f} MB, peak during {peak:.0f} MB, after {sampler.rss_at(end + 0.8):.0f} MB")
+    print(
+        f"\nlarge part download, alone: {big['bytes'] / 1e6:.0f} MB in {big['seconds']:.2f} s = "
+        f"{big['bytes'] / 1e6 / big['seconds']:.0f} MB/s (status {big['status']}); server RSS before "
+        f"{sampler.rss_at(start - 0.5):.0f} MB, peak during {peak:.0f} MB, after {sampler.rss_at(end + 0.8):.0f} MB"
+    )
 
     mixed = result["mixed"]
-    print(f"\nmixed, {mixed['seconds']:.1f} s, {args.clients} clients, tokens {args.token_rate:g}/s, new once jobs "
-          f"{args.create_rate:g}/s (runs execute in the server meanwhile):")
+    print(
+        f"\nmixed, {mixed['seconds']:.1f} s, {args.clients} clients, tokens {args.token_rate:g}/s, new once jobs "
+        f"{args.create_rate:g}/s (runs execute in the server meanwhile):"
+    )
     print(HEADER)
     total = {"latencies": [], "statuses": defaultdict(int), "bytes": 0}
     for op in ("token", "create_job", *MIX):
@@ -607,21 +681,29 @@ def report(args, result: dict, sampler: ProcSampler, load_before: tuple, rss_sta
     rss_mixed = [s[1] for s in sampler.window(*mixed["wall"])]
     mixed_cores = sampler.cores(*mixed["wall"])
     cpu_ms = mixed_cores * mixed["seconds"] / max(1, all_mixed["n"]) * 1000
-    print(f"    server CPU {mixed_cores:.2f} cores = {cpu_ms:.2f} ms per request, "
-          f"client CPU {mixed['client_cpu']:.2f} cores; "
-          f"server RSS at start {rss_start:.0f} MB, during mixed {min(rss_mixed):.0f}-{max(rss_mixed):.0f} MB; "
-          f"downloads {mixed['ops'].get('download', {}).get('bytes', 0) / 1e6 / mixed['seconds']:.1f} MB/s")
+    print(
+        f"    server CPU {mixed_cores:.2f} cores = {cpu_ms:.2f} ms per request, "
+        f"client CPU {mixed['client_cpu']:.2f} cores; "
+        f"server RSS at start {rss_start:.0f} MB, during mixed {min(rss_mixed):.0f}-{max(rss_mixed):.0f} MB; "
+        f"downloads {mixed['ops'].get('download', {}).get('bytes', 0) / 1e6 / mixed['seconds']:.1f} MB/s"
+    )
 
     errors = sum(summarize([ph[op]["ops"][op]], 1)["errors"] for ph in iso for op in ("healthz", "get_job"))
     errors += all_mixed["errors"]
     p99 = max(sums["get_job"]["p99"], all_mixed["p99"])
     print("\ngoals:")
-    print(f"  authenticated GET /v1/exports/{{jobId}} / bare GET /healthz throughput = {ratio:.2f} "
-          f"(goal >= {GOAL_RATIO}) {'OK' if ratio >= GOAL_RATIO else 'MISSED'}")
-    print(f"  p99 at {args.clients} clients: isolated get job {sums['get_job']['p99']:.1f} ms, mixed all "
-          f"{all_mixed['p99']:.1f} ms (goal < {GOAL_P99_MS:g}) {'OK' if p99 < GOAL_P99_MS else 'MISSED'}")
-    print(f"  errors (non-2xx other than 429, transport): {errors} (goal 0) {'OK' if errors == 0 else 'MISSED'}; "
-          f"429s: isolated {sums['get_job']['r429']}, mixed {all_mixed['r429']}")
+    print(
+        f"  authenticated GET /v1/exports/{{jobId}} / bare GET /healthz throughput = {ratio:.2f} "
+        f"(goal >= {GOAL_RATIO}) {'OK' if ratio >= GOAL_RATIO else 'MISSED'}"
+    )
+    print(
+        f"  p99 at {args.clients} clients: isolated get job {sums['get_job']['p99']:.1f} ms, mixed all "
+        f"{all_mixed['p99']:.1f} ms (goal < {GOAL_P99_MS:g}) {'OK' if p99 < GOAL_P99_MS else 'MISSED'}"
+    )
+    print(
+        f"  errors (non-2xx other than 429, transport): {errors} (goal 0) {'OK' if errors == 0 else 'MISSED'}; "
+        f"429s: isolated {sums['get_job']['r429']}, mixed {all_mixed['r429']}"
+    )
     return 0 if errors == 0 else 1
 
 
@@ -634,8 +716,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20, help="duration of the mixed phase")
     parser.add_argument("--iso-seconds", type=float, default=5, help="duration of each isolated phase")
     parser.add_argument("--rounds", type=int, default=2, help="alternating healthz / get-job rounds")
-    parser.add_argument("--server-processes", type=int, default=1,
-                        help="API processes of the server (`serve --processes N`)")
+    parser.add_argument(
+        "--server-processes", type=int, default=1, help="API processes of the server (`serve --processes N`)"
+    )
     parser.add_argument("--warmup-seconds", type=float, default=2)
     parser.add_argument("--max-requests", type=int, default=500_000, help="cap of requests per phase")
     parser.add_argument("--projects", type=int, default=5)
@@ -648,8 +731,12 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="metadata DB (e.g. postgresql://...); default SQLite")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a new temp dir, removed at the end")
     parser.add_argument("--keep", action="store_true", help="keep the data dir (serve.log is in it)")
-    parser.add_argument("--server-src", type=Path, default=ROOT / "src",
-                        help="source tree the server runs from (A/B: a copy of src with a baseline change)")
+    parser.add_argument(
+        "--server-src",
+        type=Path,
+        default=ROOT / "src",
+        help="source tree the server runs from (A/B: a copy of src with a baseline change)",
+    )
     parser.add_argument("--drive", type=Path, default=None, help=argparse.SUPPRESS)  # the load-generator process
     args = parser.parse_args()
     if args.drive:
@@ -672,13 +759,27 @@ def main() -> int:
         part_urls = prepare_jobs(base, projects, args.jobs_per_project)
         big_url = publish_big_part(args, data_dir, base)
         rss_start = sampler.sample()[1]
-        print(f"setup {time.perf_counter() - t0:.1f} s: {len(projects)} projects, {len(part_urls)} parts, "
-              f"server pid {proc.pid} on {base}, data dir {data_dir}")
-        plan = {"host": "127.0.0.1", "port": port, "projects": projects, "part_urls": part_urls, "big_url": big_url,
-                "clients": args.clients, "seconds": args.seconds, "iso_seconds": args.iso_seconds,
-                "rounds": args.rounds, "warmup_seconds": args.warmup_seconds, "max_requests": args.max_requests,
-                "token_rate": args.token_rate, "create_rate": args.create_rate, "once_range": once_range(),
-                "result_path": str(data_dir / "load-result.json")}
+        print(
+            f"setup {time.perf_counter() - t0:.1f} s: {len(projects)} projects, {len(part_urls)} parts, "
+            f"server pid {proc.pid} on {base}, data dir {data_dir}"
+        )
+        plan = {
+            "host": "127.0.0.1",
+            "port": port,
+            "projects": projects,
+            "part_urls": part_urls,
+            "big_url": big_url,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "iso_seconds": args.iso_seconds,
+            "rounds": args.rounds,
+            "warmup_seconds": args.warmup_seconds,
+            "max_requests": args.max_requests,
+            "token_rate": args.token_rate,
+            "create_rate": args.create_rate,
+            "once_range": once_range(),
+            "result_path": str(data_dir / "load-result.json"),
+        }
         plan_path = data_dir / "load-plan.json"
         plan_path.write_text(json.dumps(plan))
         load_before = os.getloadavg()

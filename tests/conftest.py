@@ -69,8 +69,9 @@ def s3_endpoint(s3_server) -> str:
 
 def pytest_terminal_summary(terminalreporter):
     for answered, writable in _S3_STARTUPS:
-        terminalreporter.write_line(f"SeaweedFS: signed ListBuckets served {answered:.2f} s after start, "
-                                    f"a signed write {writable:.2f} s")
+        terminalreporter.write_line(
+            f"SeaweedFS: signed ListBuckets served {answered:.2f} s after start, a signed write {writable:.2f} s"
+        )
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -109,8 +110,12 @@ def stack(database_url, tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("data")
     settings = Settings(
-        data_dir=data_dir, database_url=database_url, jwt_secret="test-jwt-secret-" + "x" * 32,
-        run_scheduler=False, run_worker=False, log_json=True,
+        data_dir=data_dir,
+        database_url=database_url,
+        jwt_secret="test-jwt-secret-" + "x" * 32,
+        run_scheduler=False,
+        run_worker=False,
+        log_json=True,
     )
     clock = SettableClock()
     ctx = build_context(settings, clock=clock)
@@ -163,10 +168,15 @@ def make_tenant(stack: Stack, http: httpx.Client, *, name: str = "Shop", timezon
         new_project = admin.create_project(session, name=name, now=now, timezone=timezone)
         new_client = admin.create_client(session, now=now, project_id=new_project.project.id)
         ids = (new_project.project.id, new_project.project.account_id, new_client.client.client_id)
-    answer = http.post("/v1/oauth/token", json={
-        "client_id": ids[2], "client_secret": new_client.secret, "grant_type": "client_credentials",
-        "scope": "data-export",
-    })
+    answer = http.post(
+        "/v1/oauth/token",
+        json={
+            "client_id": ids[2],
+            "client_secret": new_client.secret,
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+    )
     assert answer.status_code == 200, answer.text
     return Tenant(ids[0], ids[1], ids[2], new_client.secret, new_project.ingest_key, answer.json()["access_token"])
 

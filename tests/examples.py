@@ -11,8 +11,12 @@ from dataexport.metadata.db import transaction
 def example_daily(segment_id=None) -> dict:
     """Request example 1 of the reference (with its trailing commas removed)."""
     body = {
-        "name": "Test API POST", "format": "JSONL", "scope": "sessions", "frequency": {"value": "daily"},
-        "fields": [{"fieldName": "project_id"}, {"fieldName": "session_id"}], "deviceLabel": "all",
+        "name": "Test API POST",
+        "format": "JSONL",
+        "scope": "sessions",
+        "frequency": {"value": "daily"},
+        "fields": [{"fieldName": "project_id"}, {"fieldName": "session_id"}],
+        "deviceLabel": "all",
     }
     if segment_id is not None:
         body["segmentId"] = segment_id
@@ -31,9 +35,16 @@ def example_once(segment_id=None, day: datetime | None = None) -> dict:
     start = (day or datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=2) - timedelta(milliseconds=1)
     body = {
-        "name": "Test API POST", "format": "CSV", "scope": "views",
-        "frequency": {"value": "once", "dateRange": {"from": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                                                     "to": end.strftime("%Y-%m-%dT%H:%M:%S.999Z")}},
+        "name": "Test API POST",
+        "format": "CSV",
+        "scope": "views",
+        "frequency": {
+            "value": "once",
+            "dateRange": {
+                "from": start.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+                "to": end.strftime("%Y-%m-%dT%H:%M:%S.999Z"),
+            },
+        },
         "fields": [
             {"fieldName": "session_id", "aliasName": "Session ID"},
             {"fieldName": "view_number", "aliasName": "View number in session"},
@@ -50,8 +61,11 @@ def example_once(segment_id=None, day: datetime | None = None) -> dict:
 def make_segment(api, tenant) -> int:
     with transaction(api.context.sessions) as session:
         return admin.create_segment(
-            session, project_id=tenant.project_id, name="France",
-            filter={"field": "country_code", "op": "eq", "value": "FR"}, now=api.clock(),
+            session,
+            project_id=tenant.project_id,
+            name="France",
+            filter={"field": "country_code", "op": "eq", "value": "FR"},
+            now=api.clock(),
         ).id
 
 

@@ -51,8 +51,12 @@ class Service:
         self.terminated = False
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dataexport.cli", *self.args], env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self.preexec,
+                [sys.executable, "-m", "dataexport.cli", *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=self.preexec,
             )
         return self
 
@@ -105,8 +109,9 @@ def service_env(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def wait_until(ready: Callable[[], bool], services: list[Service], what: str, timeout: float = STARTUP_TIMEOUT,
-                every: float = 0.2) -> float:
+def wait_until(
+    ready: Callable[[], bool], services: list[Service], what: str, timeout: float = STARTUP_TIMEOUT, every: float = 0.2
+) -> float:
     """Poll `ready`; fail with the logs if a service died or time ran out. Returns the seconds it took."""
     started = time.monotonic()
     while not ready():

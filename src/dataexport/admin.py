@@ -31,7 +31,12 @@ class NewClient:
 
 
 def create_project(
-    session: Session, *, name: str, now: datetime, timezone: str = "UTC", retention_days: int = 395,
+    session: Session,
+    *,
+    name: str,
+    now: datetime,
+    timezone: str = "UTC",
+    retention_days: int = 395,
     account_id: int | None = None,
 ) -> NewProject:
     if not name.strip():
@@ -45,8 +50,13 @@ def create_project(
         raise NotFound(f"Account {account_id} not found.")
     key = secrets.new_ingest_key()
     project = tenants.create_project(
-        session, account_id=account_id, name=name, timezone=timezone, retention_days=retention_days,
-        ingest_key_hash=secrets.hash_ingest_key(key), now=now,
+        session,
+        account_id=account_id,
+        name=name,
+        timezone=timezone,
+        retention_days=retention_days,
+        ingest_key_hash=secrets.hash_ingest_key(key),
+        now=now,
     )
     return NewProject(project, key)
 
@@ -61,7 +71,11 @@ def rotate_ingest_key(session: Session, project_id: int) -> str:
 
 
 def create_client(
-    session: Session, *, now: datetime, project_id: int | None = None, account_id: int | None = None,
+    session: Session,
+    *,
+    now: datetime,
+    project_id: int | None = None,
+    account_id: int | None = None,
     name: str = "",
 ) -> NewClient:
     """A project-level client (project_id) or an account-level client (account_id); at most 10 live (unrevoked)
@@ -79,13 +93,20 @@ def create_client(
             raise NotFound(f"Account {account_id} not found.")
         count = tenants.count_clients(session, account_id=account_id)
     if count >= MAX_CLIENTS:
-        raise Conflict(f"At most {MAX_CLIENTS} credentials are allowed per project and per account; revoke one "
-                       "(`dataexport clients revoke`) to make room.",
-                       error_code="TOO_MANY_CLIENTS")
+        raise Conflict(
+            f"At most {MAX_CLIENTS} credentials are allowed per project and per account; revoke one "
+            "(`dataexport clients revoke`) to make room.",
+            error_code="TOO_MANY_CLIENTS",
+        )
     secret = secrets.new_secret()
     client = tenants.create_client(
-        session, client_id=secrets.new_client_id(), secret_hash=secrets.hash_secret(secret),
-        account_id=account_id, project_id=project_id, name=name, now=now,
+        session,
+        client_id=secrets.new_client_id(),
+        secret_hash=secrets.hash_secret(secret),
+        account_id=account_id,
+        project_id=project_id,
+        name=name,
+        now=now,
     )
     return NewClient(client, secret)
 

@@ -83,15 +83,31 @@ def projects_create(
     def work():
         with transaction(_sessions(_settings(data_dir))) as session:
             new = admin.create_project(
-                session, name=name, now=_now(), timezone=timezone, retention_days=retention_days,
+                session,
+                name=name,
+                now=_now(),
+                timezone=timezone,
+                retention_days=retention_days,
                 account_id=account,
             )
-            return {"project_id": new.project.id, "account_id": new.project.account_id, "name": name,
-                    "timezone": timezone, "retention_days": retention_days, "ingest_key": new.ingest_key}
+            return {
+                "project_id": new.project.id,
+                "account_id": new.project.account_id,
+                "name": name,
+                "timezone": timezone,
+                "retention_days": retention_days,
+                "ingest_key": new.ingest_key,
+            }
 
     out = _run(work)
-    _emit(as_json, out, [f"project_id={out['project_id']} account_id={out['account_id']}",
-                         f"ingest_key={out['ingest_key']}  (shown once: store it now)"])
+    _emit(
+        as_json,
+        out,
+        [
+            f"project_id={out['project_id']} account_id={out['account_id']}",
+            f"ingest_key={out['ingest_key']}  (shown once: store it now)",
+        ],
+    )
 
 
 @projects_app.command("rotate-ingest-key")
@@ -125,8 +141,12 @@ def clients_create(
     def work():
         with transaction(_sessions(_settings(data_dir))) as session:
             new = admin.create_client(session, now=_now(), project_id=project, account_id=account, name=name)
-            return {"client_id": new.client.client_id, "client_secret": new.secret,
-                    "project_id": new.client.project_id, "account_id": new.client.account_id}
+            return {
+                "client_id": new.client.client_id,
+                "client_secret": new.secret,
+                "project_id": new.client.project_id,
+                "account_id": new.client.account_id,
+            }
 
     out = _run(work)
     _emit(as_json, out, [f"client_id={out['client_id']}", f"client_secret={out['client_secret']}  (shown once)"])
@@ -135,9 +155,14 @@ def clients_create(
 def _client_row(client) -> dict:
     from dataexport.domain.timeparse import format_instant
 
-    return {"client_id": client.client_id, "name": client.name, "project_id": client.project_id,
-            "account_id": client.account_id, "created_at": format_instant(client.created_at),
-            "revoked_at": format_instant(client.revoked_at)}
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "project_id": client.project_id,
+        "account_id": client.account_id,
+        "created_at": format_instant(client.created_at),
+        "revoked_at": format_instant(client.revoked_at),
+    }
 
 
 @clients_app.command("list")
@@ -164,11 +189,25 @@ def clients_list(
         return
     # Dates only, so a row fits 80 columns (--json has the instants); client_id whole: operators copy it.
     whole = {"no_wrap": True}
-    table = Table(Column("client_id", **whole), Column("project", **whole), Column("account", **whole), "name",
-                  Column("created", **whole), Column("revoked", **whole), box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(
+        Column("client_id", **whole),
+        Column("project", **whole),
+        Column("account", **whole),
+        "name",
+        Column("created", **whole),
+        Column("revoked", **whole),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     for r in rows:
-        table.add_row(r["client_id"], str(r["project_id"] or "all"), str(r["account_id"]), r["name"],
-                      r["created_at"][:10], (r["revoked_at"] or "")[:10])
+        table.add_row(
+            r["client_id"],
+            str(r["project_id"] or "all"),
+            str(r["account_id"]),
+            r["name"],
+            r["created_at"][:10],
+            (r["revoked_at"] or "")[:10],
+        )
     console.print(table)
 
 
@@ -224,16 +263,18 @@ def serve(
     port: int | None = typer.Option(None, "--port"),
     scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler", help="Run the scheduler in-process"),
     worker: bool = typer.Option(True, "--worker/--no-worker", help="Run a worker in-process"),
-    processes: int | None = typer.Option(None, "--processes", min=1, max=64,
-                                         help="API processes (default 1, or DATAEXPORT_API_PROCESSES)"),
+    processes: int | None = typer.Option(
+        None, "--processes", min=1, max=64, help="API processes (default 1, or DATAEXPORT_API_PROCESSES)"
+    ),
     data_dir: Path | None = DATA_DIR_OPT,
 ):
     """Serve the API (and, by default, a scheduler and a worker in the same process)."""
     settings = _settings(data_dir, host=host, port=port, api_processes=processes)
     if settings.api_processes > 1 and settings.port == 0:
         raise typer.BadParameter("several processes need a fixed port: each binds the same one", param_hint="--port")
-    settings = settings.model_copy(update={"run_scheduler": scheduler and settings.run_scheduler,
-                                           "run_worker": worker and settings.run_worker})
+    settings = settings.model_copy(
+        update={"run_scheduler": scheduler and settings.run_scheduler, "run_worker": worker and settings.run_worker}
+    )
     _serve(settings)
 
 
@@ -287,23 +328,42 @@ def load(
                 raise NotFound(f"Project {project} not found.")
             retention_days = row.retention_days
         # History is welcome, but not what the project's retention sweep would delete, nor the future.
-        window = HitWindow.at(_now(), max_future_seconds=settings.ingest_max_future_seconds,
-                              retention_days=retention_days)
-        columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=console, disable=as_json) as bar, \
-                PageviewStore(settings.resolved_warehouse_dir) as store:
+        window = HitWindow.at(
+            _now(), max_future_seconds=settings.ingest_max_future_seconds, retention_days=retention_days
+        )
+        columns = (
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with (
+            Progress(*columns, console=console, disable=as_json) as bar,
+            PageviewStore(settings.resolved_warehouse_dir) as store,
+        ):
             task = bar.add_task("loading", total=None)
-            return load_files(store, project, files, window=window,
-                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+            return load_files(
+                store,
+                project,
+                files,
+                window=window,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
 
     summary = _run(work)
     reasons = [{"field": f, "message": m, "count": n} for (f, m), n in summary.reasons.most_common()]
-    out = {"rows_stored": summary.rows_stored, "rows_rejected": summary.rows_rejected,
-           "rows_already_stored": summary.rows_already_stored, "reasons": reasons,
-           "samples": [s.__dict__ for s in summary.samples]}
-    lines = [f"stored {summary.rows_stored:,} rows, rejected {summary.rows_rejected:,}"
-             + (f", {summary.rows_already_stored:,} already stored" if summary.rows_already_stored else "")]
+    out = {
+        "rows_stored": summary.rows_stored,
+        "rows_rejected": summary.rows_rejected,
+        "rows_already_stored": summary.rows_already_stored,
+        "reasons": reasons,
+        "samples": [s.__dict__ for s in summary.samples],
+    }
+    lines = [
+        f"stored {summary.rows_stored:,} rows, rejected {summary.rows_rejected:,}"
+        + (f", {summary.rows_already_stored:,} already stored" if summary.rows_already_stored else "")
+    ]
     lines += [f"  {r['count']:>8,}  {r['field']}: {r['message']}" for r in reasons[:20]]
     _emit(as_json, out, lines)
 

@@ -20,16 +20,19 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `serve` listens on")
     port: int = Field(8000, description="Port `serve` listens on")
     public_base_url: str | None = Field(
-        None, description="Externally reachable base URL returned as `endpoint` and in file URLs; default derived "
-        "from the request's Host, which must then be one of allowed_hosts"
+        None,
+        description="Externally reachable base URL returned as `endpoint` and in file URLs; default derived "
+        "from the request's Host, which must then be one of allowed_hosts",
     )
     allowed_hosts: list[str] = Field(
-        default_factory=list, description="Host names (optionally host:port) requests may carry besides localhost, "
-        "127.0.0.1, ::1 and public_base_url's host; any other Host gets 400. A JSON list: [\"a.example\"]"
+        default_factory=list,
+        description="Host names (optionally host:port) requests may carry besides localhost, "
+        '127.0.0.1, ::1 and public_base_url\'s host; any other Host gets 400. A JSON list: ["a.example"]',
     )
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto "
-        "are honoured (uvicorn's forwarded_allow_ips), a JSON list; none by default"
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For/-Proto "
+        "are honoured (uvicorn's forwarded_allow_ips), a JSON list; none by default",
     )
     metrics_token: str | None = Field(
         None, description="Bearer token `/metrics` requires; without it `/metrics` answers loopback clients only"
@@ -50,15 +53,19 @@ class Settings(BaseSettings):
     )
     token_ttl_seconds: int = Field(3600, description="Lifetime of an access token (the vendor: 1 hour)")
     auth_free_failures: int = Field(
-        5, ge=0, description="Failed token requests per (client_id, source address) before each further one must "
-        "wait; the wait doubles with each failure"
+        5,
+        ge=0,
+        description="Failed token requests per (client_id, source address) before each further one must "
+        "wait; the wait doubles with each failure",
     )
     auth_max_delay_seconds: float = Field(
         300.0, gt=0, description="Longest wait imposed on a (client_id, address) after repeated failures"
     )
     auth_global_failures_per_minute: int = Field(
-        600, ge=1, description="Failed token requests per minute and API process beyond which addresses that "
-        "already failed are refused at once (429) without checking their secret"
+        600,
+        ge=1,
+        description="Failed token requests per minute and API process beyond which addresses that "
+        "already failed are refused at once (429) without checking their secret",
     )
     auth_hash_concurrency: int = Field(
         2, ge=1, description="Secret hashes (argon2) one API process checks at once; others wait their turn"
@@ -69,8 +76,10 @@ class Settings(BaseSettings):
         10, description="In-flight API requests per project and API process; more get 429"
     )
     max_active_jobs_per_project: int = Field(
-        100, ge=1, description="Export jobs that will still run (ACTIVE, or a once job COMPUTING) a project may have; "
-        "creating or resuming one more gets 429"
+        100,
+        ge=1,
+        description="Export jobs that will still run (ACTIVE, or a once job COMPUTING) a project may have; "
+        "creating or resuming one more gets 429",
     )
     ingest_max_future_seconds: int = Field(
         300, ge=0, description="How far in the future (clock skew) an ingested hit's time may be"
@@ -81,9 +90,11 @@ class Settings(BaseSettings):
 
     # Engine
     api_processes: int = Field(
-        1, ge=1, le=64,
+        1,
+        ge=1,
+        le=64,
         description="Processes `serve` answers requests with (uvicorn workers), each with its own in-process "
-                    "scheduler and worker when those are on; more than one uses more cores",
+        "scheduler and worker when those are on; more than one uses more cores",
     )
     run_scheduler: bool = Field(True, description="`serve` also runs the scheduler loop in-process")
     run_worker: bool = Field(True, description="`serve` also runs a worker loop in-process")
@@ -104,11 +115,14 @@ class Settings(BaseSettings):
         False, description="Sort export rows by session and view (slower); by default rows leave in no set order"
     )
     duckdb_memory_limit: ByteSize = Field(
-        ByteSize(192_000_000), description="DuckDB memory limit of one extraction (`192MB`, `1GiB`); the slices of "
-        "a per-session aggregate are sized to fit it"
+        ByteSize(192_000_000),
+        description="DuckDB memory limit of one extraction (`192MB`, `1GiB`); the slices of "
+        "a per-session aggregate are sized to fit it",
     )
     export_slice_rows: int | None = Field(
-        None, gt=0, description="Pageviews per slice of a per-session aggregate; default derived from the memory "
+        None,
+        gt=0,
+        description="Pageviews per slice of a per-session aggregate; default derived from the memory "
         "limit and the export's width",
     )
     file_ttl_days: int = Field(7, description="Days a run's files can be downloaded (expirationDate), then deleted")

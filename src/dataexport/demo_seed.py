@@ -16,8 +16,12 @@ from dataexport.warehouse.store import PageviewStore
 
 DEMO_SEGMENTS = {
     "France": {"field": "country_code", "op": "eq", "value": "FR"},
-    "Engaged mobile visitors": {"all": [{"field": "device_id", "op": "in", "value": [2, 4]},
-                                        {"field": "session_number_of_views", "op": "gte", "value": 3}]},
+    "Engaged mobile visitors": {
+        "all": [
+            {"field": "device_id", "op": "in", "value": [2, 4]},
+            {"field": "session_number_of_views", "op": "gte", "value": 3},
+        ]
+    },
     "Buyers": {"field": "session_number_of_transactions", "op": "gte", "value": 1},
 }
 
@@ -29,17 +33,33 @@ def seed_demo(settings: Settings, *, days: int, sessions_per_day: int, seed: int
     with transaction(make_sessionmaker(engine)) as session:
         project = admin.create_project(session, name="Demo shop", now=now)
         client = admin.create_client(session, now=now, project_id=project.project.id, name="demo")
-        segments = {name: admin.create_segment(session, project_id=project.project.id, name=name, filter=f,
-                                               now=now).id for name, f in DEMO_SEGMENTS.items()}
-        out = {"project_id": project.project.id, "ingest_key": project.ingest_key,
-               "client_id": client.client.client_id, "client_secret": client.secret, "segments": segments}
+        segments = {
+            name: admin.create_segment(session, project_id=project.project.id, name=name, filter=f, now=now).id
+            for name, f in DEMO_SEGMENTS.items()
+        }
+        out = {
+            "project_id": project.project.id,
+            "ingest_key": project.ingest_key,
+            "client_id": client.client.client_id,
+            "client_secret": client.secret,
+            "segments": segments,
+        }
     engine.dispose()
 
     started = time.perf_counter()
-    with console.status(f"Generating {days} days of demo traffic ({sessions_per_day} sessions a day)..."), \
-            PageviewStore(settings.resolved_warehouse_dir) as store:
-        summary = generate(store, out["project_id"], days=days, sessions_per_day=sessions_per_day, seed=seed,
-                           now=now, workers=os.cpu_count() or 1)
+    with (
+        console.status(f"Generating {days} days of demo traffic ({sessions_per_day} sessions a day)..."),
+        PageviewStore(settings.resolved_warehouse_dir) as store,
+    ):
+        summary = generate(
+            store,
+            out["project_id"],
+            days=days,
+            sessions_per_day=sessions_per_day,
+            seed=seed,
+            now=now,
+            workers=os.cpu_count() or 1,
+        )
     elapsed = time.perf_counter() - started
     base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
     _print_walkthrough(console, base, out, summary, elapsed, now)
@@ -54,24 +74,30 @@ def _print_walkthrough(console: Console, base: str, out: dict, summary, elapsed:
         f"{summary.users:,} users ({summary.first_day} .. {summary.last_day}), generated in {elapsed:.1f} s",
         highlight=False,
     )
-    console.print(f"base URL       {base}\nproject_id     {out['project_id']}\nclient_id      {out['client_id']}\n"
-                  f"client_secret  {out['client_secret']}\ningest key     {out['ingest_key']}\n"
-                  f"segments       {out['segments']}", highlight=False)
-    body = ('{"name":"Two days of views","format":"CSV","scope":"views","deviceLabel":"all",'
-            f'"frequency":{{"value":"once","dateRange":{{"from":"{start}","to":"{end}"}}}},'
-            '"fields":[{"fieldName":"session_id"},{"fieldName":"view_number"},{"fieldName":"url"},'
-            '{"fieldName":"custom_var","customVarPosition":2},{"fieldName":"dynamic_var","dynamicVarKey":"AB Test"}]}')
+    console.print(
+        f"base URL       {base}\nproject_id     {out['project_id']}\nclient_id      {out['client_id']}\n"
+        f"client_secret  {out['client_secret']}\ningest key     {out['ingest_key']}\n"
+        f"segments       {out['segments']}",
+        highlight=False,
+    )
+    body = (
+        '{"name":"Two days of views","format":"CSV","scope":"views","deviceLabel":"all",'
+        f'"frequency":{{"value":"once","dateRange":{{"from":"{start}","to":"{end}"}}}},'
+        '"fields":[{"fieldName":"session_id"},{"fieldName":"view_number"},{"fieldName":"url"},'
+        '{"fieldName":"custom_var","customVarPosition":2},{"fieldName":"dynamic_var","dynamicVarKey":"AB Test"}]}'
+    )
     console.print("\n[bold]Try it[/] (in another terminal, once the server below is up):", highlight=False)
     console.print(
         f"TOKEN=$(curl -s {base}/v1/oauth/token -H 'Content-Type: application/json' -d "
-        f"'{{\"client_id\":\"{out['client_id']}\",\"client_secret\":\"{out['client_secret']}\","
-        f"\"grant_type\":\"client_credentials\",\"scope\":\"data-export\"}}' | python3 -c "
+        f'\'{{"client_id":"{out["client_id"]}","client_secret":"{out["client_secret"]}",'
+        f'"grant_type":"client_credentials","scope":"data-export"}}\' | python3 -c '
         "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
         f"curl -s {base}/v1/exports -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
         f"-d '{body}'\n"
         f"curl -s '{base}/v1/exports/1/runs?limit=1&order=DESC' -H \"Authorization: Bearer $TOKEN\"\n"
-        f"curl -s {base}/v1/exports/1/runs/1 -H \"Authorization: Bearer $TOKEN\"   # files[].url: download, gunzip\n"
+        f'curl -s {base}/v1/exports/1/runs/1 -H "Authorization: Bearer $TOKEN"   # files[].url: download, gunzip\n'
         f"curl -s '{base}/v1/exportable-fields?scope=views' -H \"Authorization: Bearer $TOKEN\"\n"
         f"open {base}/docs for the OpenAPI page",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )

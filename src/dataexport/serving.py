@@ -49,8 +49,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "port": settings.port,
         "log_level": "warning",
         "timeout_graceful_shutdown": 30,
-        "http": functools.partial(GuardedHttpToolsProtocol, header_timeout=settings.header_timeout_seconds,
-                                  max_header_bytes=MAX_HEADER_BYTES),
+        "http": functools.partial(
+            GuardedHttpToolsProtocol, header_timeout=settings.header_timeout_seconds, max_header_bytes=MAX_HEADER_BYTES
+        ),
         "limit_concurrency": settings.max_connections,
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": list(settings.trusted_proxies),
@@ -102,8 +103,12 @@ def serve_processes(settings: Settings, uvicorn_options: dict[str, Any]) -> int:
                     continue
                 quick = time.monotonic() - started < FAST_FAILURE_SECONDS
                 fast_failures = fast_failures + 1 if quick else 0
-                log.warning("serve.process_exited", pid=child.pid, exitcode=child.exitcode,
-                            restarting=fast_failures < MAX_FAST_FAILURES)
+                log.warning(
+                    "serve.process_exited",
+                    pid=child.pid,
+                    exitcode=child.exitcode,
+                    restarting=fast_failures < MAX_FAST_FAILURES,
+                )
                 if fast_failures >= MAX_FAST_FAILURES:
                     stopping, status = True, 1
                     break
@@ -125,8 +130,9 @@ def serve_processes(settings: Settings, uvicorn_options: dict[str, Any]) -> int:
 
 
 def _start(context, settings: Settings, uvicorn_options: dict[str, Any]):
-    child = context.Process(target=_serve_one, args=(settings.host, settings.port, uvicorn_options),
-                            name="dataexport-api")
+    child = context.Process(
+        target=_serve_one, args=(settings.host, settings.port, uvicorn_options), name="dataexport-api"
+    )
     child.start()
     return child, time.monotonic()
 

@@ -52,13 +52,22 @@ JWT_SECRET = "faults-jwt-secret-" + "f" * 32
 SEED = int(os.environ.get("DATAEXPORT_TEST_FAULT_SEED", "20240611"))
 FIELDS = {
     "views": [
-        {"fieldName": "session_id"}, {"fieldName": "view_number"}, {"fieldName": "url"},
-        {"fieldName": "title"}, {"fieldName": "view_time"}, {"fieldName": "country_code"},
-        {"fieldName": "browser_name"}, {"fieldName": "referer_url"},
+        {"fieldName": "session_id"},
+        {"fieldName": "view_number"},
+        {"fieldName": "url"},
+        {"fieldName": "title"},
+        {"fieldName": "view_time"},
+        {"fieldName": "country_code"},
+        {"fieldName": "browser_name"},
+        {"fieldName": "referer_url"},
     ],
     "sessions": [
-        {"fieldName": "session_id"}, {"fieldName": "user_id"}, {"fieldName": "session_number_of_views"},
-        {"fieldName": "browser_name"}, {"fieldName": "referer_url"}, {"fieldName": "session_duration_msec"},
+        {"fieldName": "session_id"},
+        {"fieldName": "user_id"},
+        {"fieldName": "session_number_of_views"},
+        {"fieldName": "browser_name"},
+        {"fieldName": "referer_url"},
+        {"fieldName": "session_duration_msec"},
     ],
 }
 TERMINAL = {"SUCCESS", "FAILURE"}
@@ -84,8 +93,10 @@ def _new_tenant(database_url: str, name: str) -> tuple[dict, dict]:
             now = datetime.now(UTC)
             project = admin.create_project(session, name=name, now=now)
             client = admin.create_client(session, now=now, project_id=project.project.id)
-            return ({"project_id": project.project.id, "ingest_key": project.ingest_key},
-                    {"client_id": client.client.client_id, "client_secret": client.secret})
+            return (
+                {"project_id": project.project.id, "ingest_key": project.ingest_key},
+                {"client_id": client.client.client_id, "client_secret": client.secret},
+            )
     finally:
         engine.dispose()
 
@@ -99,8 +110,11 @@ def _start_all(services: list[Service]) -> None:
     for service in services:
         service.start()
     wait_until(lambda: all(answers(s.url) for s in services if s.port), services, "the API did not start")
-    wait_until(lambda: all(_loop_started(s) for s in services if not s.port), services,
-                "the worker and scheduler loops did not start")
+    wait_until(
+        lambda: all(_loop_started(s) for s in services if not s.port),
+        services,
+        "the worker and scheduler loops did not start",
+    )
 
 
 def _stop_all(services: list[Service]) -> None:
@@ -123,17 +137,26 @@ def _closed_days(days: int) -> tuple[datetime, datetime]:
 
 def _once_job(name: str, fmt: str, scope: str, start: datetime, end: datetime) -> dict:
     return {
-        "name": name, "format": fmt, "scope": scope, "deviceLabel": "all",
+        "name": name,
+        "format": fmt,
+        "scope": scope,
+        "deviceLabel": "all",
         "frequency": {"value": "once", "dateRange": {"from": stamp(start), "to": stamp(end)}},
         "fields": FIELDS[scope],
     }
 
 
 def _token(url: str, client: dict) -> dict[str, str]:
-    answer = httpx.post(f"{url}/v1/oauth/token", data={
-        "client_id": client["client_id"], "client_secret": client["client_secret"],
-        "grant_type": "client_credentials", "scope": "data-export",
-    }, timeout=10)
+    answer = httpx.post(
+        f"{url}/v1/oauth/token",
+        data={
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+        timeout=10,
+    )
     assert answer.status_code == 200, answer.text
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
@@ -235,8 +258,7 @@ def _seed_demo(warehouse: Path, project_id: int, days: int, sessions_per_day: in
     from dataexport.warehouse.store import PageviewStore
 
     with PageviewStore(warehouse) as store:
-        return generate(store, project_id, days=days, sessions_per_day=sessions_per_day, seed=SEED,
-                        now=now).pageviews
+        return generate(store, project_id, days=days, sessions_per_day=sessions_per_day, seed=SEED, now=now).pageviews
 
 
 # ---------------------------------------------------------------- 1. a busy period under SIGKILL
@@ -254,12 +276,19 @@ def _batch_hits(batch: int, when: datetime) -> list[dict]:
     for i in range(HITS_PER_BATCH):
         user, view = divmod(i, 5)
         session_start = when + timedelta(seconds=user)
-        hits.append({
-            "user_id_unhashed": f"fault-{batch}-{user}", "session_number": 1, "view_number": view + 1,
-            "session_time": stamp(session_start), "view_time": stamp(session_start + timedelta(seconds=9 * view)),
-            "device_id": 1 + i % 3, "url": f"https://shop.example/p/{batch}/{i}", "title": f"Batch {batch}",
-            "country_code": "FR",
-        })
+        hits.append(
+            {
+                "user_id_unhashed": f"fault-{batch}-{user}",
+                "session_number": 1,
+                "view_number": view + 1,
+                "session_time": stamp(session_start),
+                "view_time": stamp(session_start + timedelta(seconds=9 * view)),
+                "device_id": 1 + i % 3,
+                "url": f"https://shop.example/p/{batch}/{i}",
+                "title": f"Batch {batch}",
+                "country_code": "FR",
+            }
+        )
     return hits
 
 
@@ -311,13 +340,19 @@ class Ingester(threading.Thread):
 def busy_cluster(tmp_path):
     data_dir, log_dir = tmp_path / "data", tmp_path / "logs"
     log_dir.mkdir()
-    env = _env({
-        "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_PART_MAX_BYTES": str(32 * 1024),
-        "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2", "DATAEXPORT_SESSION_TIMEOUT_MINUTES": "1",
-        # A short lease, so a killed worker's run is taken again within seconds; enough attempts that
-        # a run whose workers are killed a couple of times still ends SUCCESS.
-        "DATAEXPORT_LEASE_SECONDS": "3", "DATAEXPORT_MAX_ATTEMPTS": "5", "DATAEXPORT_RETRY_BACKOFF_SECONDS": "0.5",
-    })
+    env = _env(
+        {
+            "DATAEXPORT_DATA_DIR": str(data_dir),
+            "DATAEXPORT_PART_MAX_BYTES": str(32 * 1024),
+            "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
+            "DATAEXPORT_SESSION_TIMEOUT_MINUTES": "1",
+            # A short lease, so a killed worker's run is taken again within seconds; enough attempts that
+            # a run whose workers are killed a couple of times still ends SUCCESS.
+            "DATAEXPORT_LEASE_SECONDS": "3",
+            "DATAEXPORT_MAX_ATTEMPTS": "5",
+            "DATAEXPORT_RETRY_BACKOFF_SECONDS": "0.5",
+        }
+    )
     project, client = _new_tenant(f"sqlite:///{data_dir / 'metadata.db'}", "Faults")
     now = datetime.now(UTC)
     demo_rows = _seed_demo(data_dir / "warehouse", project["project_id"], BUSY_DEMO_DAYS, BUSY_SESSIONS_PER_DAY, now)
@@ -339,8 +374,9 @@ def busy_cluster(tmp_path):
 
 def _worker_ids(workers: list[Service]) -> dict[str, Service]:
     """worker_id (from `worker.started` of the current incarnation) -> its service."""
-    return {e["worker_id"]: w for w in workers for e in w.events(current_only=True)
-            if e.get("event") == "worker.started"}
+    return {
+        e["worker_id"]: w for w in workers for e in w.events(current_only=True) if e.get("event") == "worker.started"
+    }
 
 
 def _busy_worker(engine, workers: list[Service], wait: float) -> Service | None:
@@ -348,8 +384,12 @@ def _busy_worker(engine, workers: list[Service], wait: float) -> Service | None:
     give_up = time.monotonic() + wait
     while time.monotonic() < give_up:
         with engine.connect() as conn:
-            owners = {o for (o,) in conn.execute(
-                text("SELECT lease_owner FROM job_runs WHERE state = 'RUNNING' AND lease_owner IS NOT NULL"))}
+            owners = {
+                o
+                for (o,) in conn.execute(
+                    text("SELECT lease_owner FROM job_runs WHERE state = 'RUNNING' AND lease_owner IS NOT NULL")
+                )
+            }
         holding = [w for wid, w in _worker_ids(workers).items() if wid in owners and w.alive()]
         if holding:
             return holding[0]
@@ -429,8 +469,11 @@ def test_busy_period_with_processes_killed_at_random(busy_cluster):
     partitions = data_dir / "warehouse" / "pageviews" / f"project_id={project['project_id']}"
     files = [str(p) for p in partitions.glob("*/*.parquet")]
     con = duckdb.connect()
-    con.execute("CREATE TABLE stored AS SELECT user_id_unhashed AS u, session_number AS s, view_number AS v "
-                "FROM read_parquet(?)", [files])
+    con.execute(
+        "CREATE TABLE stored AS SELECT user_id_unhashed AS u, session_number AS s, view_number AS v "
+        "FROM read_parquet(?)",
+        [files],
+    )
     twice = con.execute("SELECT u, s, v, count(*) FROM stored GROUP BY ALL HAVING count(*) > 1 LIMIT 5").fetchall()
     total = con.execute("SELECT count(*) FROM stored").fetchone()[0]
     acked = ingester.acked
@@ -450,14 +493,16 @@ def test_busy_period_with_processes_killed_at_random(busy_cluster):
     kills = {s.name: s.kills for s in services}
     assert kills["api"] == kills["scheduler"] == BUSY_KILLS_PER_TARGET
     assert kills["worker-1"] + kills["worker-2"] == BUSY_KILLS_PER_TARGET
-    print(f"\nbusy period (seed {SEED}) in {time.monotonic() - started:.1f}s:\n  " + "\n  ".join(injected)
-          + f"\n  kills={kills}, worker kills while holding a run={mid_run_worker_kills}"
-          f"\n  ingest: {ingester.batches} batches / {len(acked)} hits acknowledged, {ingester.resends} resends,"
-          f" {ingester.duplicates} answered as already stored, lost=0, stored twice=0"
-          f"\n  runs: {dict(report.states)}, attempts per run={dict(sorted(report.attempts.items()))},"
-          f" parts={report.parts}, rows={report.rows}, orphan attempt dirs in storage={orphans},"
-          f" leftover work dirs={leftover_work}"
-          + "".join(f"\n  {f}" for f in report.failures))
+    print(
+        f"\nbusy period (seed {SEED}) in {time.monotonic() - started:.1f}s:\n  "
+        + "\n  ".join(injected)
+        + f"\n  kills={kills}, worker kills while holding a run={mid_run_worker_kills}"
+        f"\n  ingest: {ingester.batches} batches / {len(acked)} hits acknowledged, {ingester.resends} resends,"
+        f" {ingester.duplicates} answered as already stored, lost=0, stored twice=0"
+        f"\n  runs: {dict(report.states)}, attempts per run={dict(sorted(report.attempts.items()))},"
+        f" parts={report.parts}, rows={report.rows}, orphan attempt dirs in storage={orphans},"
+        f" leftover work dirs={leftover_work}" + "".join(f"\n  {f}" for f in report.failures)
+    )
 
 
 # ---------------------------------------------------------------- 2. PostgreSQL restarted under the service
@@ -476,9 +521,26 @@ class PrivatePostgres:
         return self.base / "data"
 
     def pg_ctl(self, *args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
-                        "-l", str(self.base / "postgres.log"), "-w", "-t", "60", *args],
-                       check=True, capture_output=True, timeout=90)
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.base / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
 
     def url(self, database: str, port: int | None = None) -> str:
         return f"postgresql://postgres@127.0.0.1:{port or self.port}/{database}"
@@ -509,10 +571,28 @@ def private_postgres():
     shutil.chown(base / "sock", "postgres", "postgres")
     cluster = PrivatePostgres(bin_dir, base, free_port())
     try:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(bin_dir / "initdb"), "-D", str(cluster.data),
-                        "-A", "trust", "-U", "postgres", "--no-sync"], check=True, capture_output=True, timeout=120)
-        options = (f"-p {cluster.port} -k {base / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c max_connections=200")
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(bin_dir / "initdb"),
+                "-D",
+                str(cluster.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        options = (
+            f"-p {cluster.port} -k {base / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
         cluster.pg_ctl("-o", options, "start")
         yield cluster
     finally:
@@ -532,12 +612,17 @@ def test_postgres_restarted_while_jobs_run(private_postgres, tmp_path):
     data_dir, log_dir = tmp_path / "data", tmp_path / "logs"
     log_dir.mkdir()
     database_url = private_postgres.url(private_postgres.new_database())
-    env = _env({
-        "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_DATABASE_URL": database_url,
-        "DATAEXPORT_PART_MAX_BYTES": str(16 * 1024), "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
-        "DATAEXPORT_LEASE_SECONDS": "3", "DATAEXPORT_RETRY_BACKOFF_SECONDS": "0.5",
-        "DATAEXPORT_SESSION_TIMEOUT_MINUTES": "1",
-    })
+    env = _env(
+        {
+            "DATAEXPORT_DATA_DIR": str(data_dir),
+            "DATAEXPORT_DATABASE_URL": database_url,
+            "DATAEXPORT_PART_MAX_BYTES": str(16 * 1024),
+            "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
+            "DATAEXPORT_LEASE_SECONDS": "3",
+            "DATAEXPORT_RETRY_BACKOFF_SECONDS": "0.5",
+            "DATAEXPORT_SESSION_TIMEOUT_MINUTES": "1",
+        }
+    )
     project, client = _new_tenant(database_url, "Postgres restarts")
     now = datetime.now(UTC)
     _seed_demo(data_dir / "warehouse", project["project_id"], PG_DEMO_DAYS, PG_SESSIONS_PER_DAY, now)
@@ -567,8 +652,13 @@ def test_postgres_restarted_while_jobs_run(private_postgres, tmp_path):
             in_flight += _busy_worker(engine, workers, wait=15) is not None
             private_postgres.pg_ctl("-m", "fast", "restart")
             restarted = time.monotonic()
-            wait_until(lambda: answers(api.url, "/v1/exports", headers), services,
-                        "the API did not answer after the PostgreSQL restart", timeout=API_BACK_WITHIN, every=0.1)
+            wait_until(
+                lambda: answers(api.url, "/v1/exports", headers),
+                services,
+                "the API did not answer after the PostgreSQL restart",
+                timeout=API_BACK_WITHIN,
+                every=0.1,
+            )
             back_after.append(time.monotonic() - restarted)
 
         def all_terminal() -> bool:
@@ -582,18 +672,29 @@ def test_postgres_restarted_while_jobs_run(private_postgres, tmp_path):
         assert report.states == Counter({"SUCCESS": jobs}), report
         # Nobody restarted a service: each still runs its first incarnation.
         assert all(s.alive() and s.starts == 1 for s in services), [s.tail() for s in services if not s.alive()]
-        hiccups = Counter(e["event"] for s in services for e in s.events()
-                          if e.get("event") in {"worker.loop_error", "scheduler.tick_failed",
-                                                "export.run.heartbeat_failed", "export.run.retry",
-                                                "export.run.lease_lost"})
+        hiccups = Counter(
+            e["event"]
+            for s in services
+            for e in s.events()
+            if e.get("event")
+            in {
+                "worker.loop_error",
+                "scheduler.tick_failed",
+                "export.run.heartbeat_failed",
+                "export.run.retry",
+                "export.run.lease_lost",
+            }
+        )
     finally:
         _stop_all(services)
         engine.dispose()
-    print(f"\npostgres restarts: {PG_RESTARTS} x `pg_ctl restart -m fast` in {time.monotonic() - started:.1f}s; "
-          f"{in_flight} with a run in flight; API answered again after "
-          f"{', '.join(f'{s:.2f}s' for s in back_after)}; runs={dict(report.states)}, "
-          f"attempts per run={dict(sorted(report.attempts.items()))}, parts={report.parts}, rows={report.rows}; "
-          f"logged hiccups={dict(hiccups)}")
+    print(
+        f"\npostgres restarts: {PG_RESTARTS} x `pg_ctl restart -m fast` in {time.monotonic() - started:.1f}s; "
+        f"{in_flight} with a run in flight; API answered again after "
+        f"{', '.join(f'{s:.2f}s' for s in back_after)}; runs={dict(report.states)}, "
+        f"attempts per run={dict(sorted(report.attempts.items()))}, parts={report.parts}, rows={report.rows}; "
+        f"logged hiccups={dict(hiccups)}"
+    )
 
 
 class AnswerLostProxy(threading.Thread):
@@ -665,17 +766,23 @@ def test_success_commit_whose_answer_is_lost_keeps_its_files(private_postgres, t
     database = private_postgres.new_database()
     proxy = AnswerLostProxy(private_postgres.port, trigger=b"INSERT INTO run_files")
     proxy.start()
-    env = _env({"DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_DATABASE_URL": private_postgres.url(database),
-                "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2", "DATAEXPORT_LEASE_SECONDS": "3",
-                "DATAEXPORT_RETRY_BACKOFF_SECONDS": "0.5"})
+    env = _env(
+        {
+            "DATAEXPORT_DATA_DIR": str(data_dir),
+            "DATAEXPORT_DATABASE_URL": private_postgres.url(database),
+            "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
+            "DATAEXPORT_LEASE_SECONDS": "3",
+            "DATAEXPORT_RETRY_BACKOFF_SECONDS": "0.5",
+        }
+    )
     project, client = _new_tenant(env["DATAEXPORT_DATABASE_URL"], "Answer lost")
     start, end = _closed_days(1)
     _seed_demo(data_dir / "warehouse", project["project_id"], 1, 300, end - timedelta(microseconds=1))
     port = free_port()
     api = Service("api", ("serve", "--no-scheduler", "--no-worker", "--port", str(port)), env, log_dir, port=port)
-    worker = Service("worker", ("worker",), {**env, "DATAEXPORT_DATABASE_URL": private_postgres.url(database,
-                                                                                                  proxy.port)},
-                     log_dir)
+    worker = Service(
+        "worker", ("worker",), {**env, "DATAEXPORT_DATABASE_URL": private_postgres.url(database, proxy.port)}, log_dir
+    )
     services = [api, worker]
     engine = _make_engine(env["DATAEXPORT_DATABASE_URL"])
     try:
@@ -690,8 +797,9 @@ def test_success_commit_whose_answer_is_lost_keeps_its_files(private_postgres, t
         wait_until(ended, services, "the run did not end", timeout=60)
         assert proxy.fired.is_set(), "the proxy never cut a SUCCESS commit"
         # Whatever the worker does about the broken commit, it has done it once it claims again.
-        wait_until(lambda: proxy.claims_after_cut > 0, services, "the worker did not return to its loop",
-                    timeout=30, every=0.1)
+        wait_until(
+            lambda: proxy.claims_after_cut > 0, services, "the worker did not return to its loop", timeout=30, every=0.1
+        )
         with engine.connect() as conn:
             run_id, state = conn.execute(text("SELECT id, state FROM job_runs")).one()
         assert state == "SUCCESS"
@@ -703,8 +811,10 @@ def test_success_commit_whose_answer_is_lost_keeps_its_files(private_postgres, t
         _stop_all(services)
         proxy.stop()
         engine.dispose()
-    print(f"\nanswer lost: SUCCESS commit of run {run_id} cut before its answer; {len(detail['files'])} part(s) "
-          f"listed and whole")
+    print(
+        f"\nanswer lost: SUCCESS commit of run {run_id} cut before its answer; {len(detail['files'])} part(s) "
+        f"listed and whole"
+    )
 
 
 # ---------------------------------------------------------------- 3. disk full while a part is written
@@ -722,8 +832,12 @@ def _mount_tmpfs(where: Path, size: int) -> str | None:
     """Mount a tmpfs of `size` bytes; the reason it could not be mounted, or None."""
     where.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     return None if done.returncode == 0 else (done.stderr.strip() or f"mount exited {done.returncode}")
@@ -762,17 +876,27 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
     kind, data_dir, files_dir, mount = disk_fault
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
-    env = _env({
-        "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_FILES_DIR": str(files_dir),
-        "DATAEXPORT_DATABASE_URL": f"sqlite:///{tmp_path / 'metadata.db'}",
-        "DATAEXPORT_WAREHOUSE_DIR": str(tmp_path / "warehouse"),
-        "DATAEXPORT_PART_MAX_BYTES": str(DISK_PART_MAX_BYTES), "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
-        "DATAEXPORT_RETRY_BACKOFF_SECONDS": str(DISK_BACKOFF_SECONDS), "DATAEXPORT_MAX_ATTEMPTS": "5",
-    })
+    env = _env(
+        {
+            "DATAEXPORT_DATA_DIR": str(data_dir),
+            "DATAEXPORT_FILES_DIR": str(files_dir),
+            "DATAEXPORT_DATABASE_URL": f"sqlite:///{tmp_path / 'metadata.db'}",
+            "DATAEXPORT_WAREHOUSE_DIR": str(tmp_path / "warehouse"),
+            "DATAEXPORT_PART_MAX_BYTES": str(DISK_PART_MAX_BYTES),
+            "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
+            "DATAEXPORT_RETRY_BACKOFF_SECONDS": str(DISK_BACKOFF_SECONDS),
+            "DATAEXPORT_MAX_ATTEMPTS": "5",
+        }
+    )
     project, client = _new_tenant(env["DATAEXPORT_DATABASE_URL"], "Disk full")
     first_day, end = _closed_days(DISK_DEMO_DAYS)  # whole days: parts of the same size at any hour
-    _seed_demo(tmp_path / "warehouse", project["project_id"], DISK_DEMO_DAYS, DISK_SESSIONS_PER_DAY,
-               end - timedelta(microseconds=1))
+    _seed_demo(
+        tmp_path / "warehouse",
+        project["project_id"],
+        DISK_DEMO_DAYS,
+        DISK_SESSIONS_PER_DAY,
+        end - timedelta(microseconds=1),
+    )
     port = free_port()
     api = Service("api", ("serve", "--no-scheduler", "--no-worker", "--port", str(port)), env, log_dir, port=port)
     worker = Service("worker", ("worker",), env, log_dir, preexec=_limit_file_size if kind == "rlimit" else None)
@@ -800,8 +924,9 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
             return detail
 
         # The first attempt fails on the full disk and goes back to RUNNABLE with its error kept.
-        wait_until(lambda: poll()["errorMessage"] is not None, services, "the attempt did not fail",
-                    timeout=30, every=0.1)
+        wait_until(
+            lambda: poll()["errorMessage"] is not None, services, "the attempt did not fail", timeout=30, every=0.1
+        )
         failed = seen[-1]
         assert failed["state"] == "RUNNABLE", failed
         expected = "No space left on device" if kind == "tmpfs" else "File too large"
@@ -822,8 +947,7 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
             worker.preexec = None
             worker.start()
 
-        wait_until(lambda: poll()["state"] in TERMINAL, services, "the retried run did not end", timeout=60,
-                    every=0.1)
+        wait_until(lambda: poll()["state"] in TERMINAL, services, "the retried run did not end", timeout=60, every=0.1)
         done = seen[-1]
         assert done["state"] == "SUCCESS" and done["errorMessage"] is None, done
         with httpx.Client(timeout=30) as http:
@@ -833,13 +957,16 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
         assert manifest["attempt"] == attempts >= 2
         # Storage holds exactly the listed parts and the manifest: the failed attempt left nothing behind.
         stored = {p.relative_to(files_dir).as_posix() for p in _files_under(files_dir)}
-        assert stored == {p["key"] for p in manifest["parts"]} | {manifest["parts"][0]["key"].rsplit("/", 1)[0]
-                                                                  + "/manifest.json"}
+        assert stored == {p["key"] for p in manifest["parts"]} | {
+            manifest["parts"][0]["key"].rsplit("/", 1)[0] + "/manifest.json"
+        }
         finishes = [e for e in worker.events() if e.get("event") == "export.run.finished"]
         assert [e["run_id"] for e in finishes] == [run_id]
     finally:
         _stop_all(services)
         engine.dispose()
-    print(f"\ndisk full ({kind}): attempt 1 failed with {failed['errorMessage']!r}; succeeded at attempt "
-          f"{manifest['attempt']} with {len(done['files'])} part(s), {done['rows']} rows; polls={len(seen)}, "
-          f"files listed before SUCCESS=0")
+    print(
+        f"\ndisk full ({kind}): attempt 1 failed with {failed['errorMessage']!r}; succeeded at attempt "
+        f"{manifest['attempt']} with {len(done['files'])} part(s), {done['rows']} rows; polls={len(seen)}, "
+        f"files listed before SUCCESS=0"
+    )

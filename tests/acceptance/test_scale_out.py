@@ -41,13 +41,21 @@ DEMO_SESSIONS_PER_DAY = 1200
 RUNS_TIMEOUT = 60
 FIELDS = {
     "views": [
-        {"fieldName": "session_id"}, {"fieldName": "view_number"}, {"fieldName": "url"},
-        {"fieldName": "title", "aliasName": "Page title"}, {"fieldName": "view_time"},
-        {"fieldName": "country_code"}, {"fieldName": "custom_var", "customVarPosition": 2},
+        {"fieldName": "session_id"},
+        {"fieldName": "view_number"},
+        {"fieldName": "url"},
+        {"fieldName": "title", "aliasName": "Page title"},
+        {"fieldName": "view_time"},
+        {"fieldName": "country_code"},
+        {"fieldName": "custom_var", "customVarPosition": 2},
     ],
     "sessions": [
-        {"fieldName": "session_id"}, {"fieldName": "user_id"}, {"fieldName": "session_number_of_views"},
-        {"fieldName": "browser_name"}, {"fieldName": "referer_url"}, {"fieldName": "session_duration_msec"},
+        {"fieldName": "session_id"},
+        {"fieldName": "user_id"},
+        {"fieldName": "session_number_of_views"},
+        {"fieldName": "browser_name"},
+        {"fieldName": "referer_url"},
+        {"fieldName": "session_duration_msec"},
     ],
 }
 
@@ -57,8 +65,14 @@ def _env(base: dict[str, str]) -> dict[str, str]:
 
 
 def _cli_json(env: dict[str, str], *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "dataexport.cli", *args, "--json"], env=env, check=True,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dataexport.cli", *args, "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return json.loads(out.stdout)
 
 
@@ -75,7 +89,10 @@ def _stop(services: list[Service]) -> dict[str, int | None]:
 
 def _once_job(fmt: str, scope: str, device: str, start: datetime, end: datetime) -> dict:
     return {
-        "name": f"scale-out {fmt} {scope} {device}", "format": fmt, "scope": scope, "deviceLabel": device,
+        "name": f"scale-out {fmt} {scope} {device}",
+        "format": fmt,
+        "scope": scope,
+        "deviceLabel": device,
         "frequency": {"value": "once", "dateRange": {"from": stamp(start), "to": stamp(end)}},
         "fields": FIELDS[scope],
     }
@@ -96,26 +113,34 @@ def cluster(tmp_path, pg_url, s3_server):
 
     data_dir, log_dir = tmp_path / "data", tmp_path / "logs"
     log_dir.mkdir()
-    env = _env({
-        "DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_DATABASE_URL": pg_url,
-        "DATAEXPORT_JWT_SECRET": JWT_SECRET, "DATAEXPORT_LOG_JSON": "true",
-        **s3_server.env(bucket="scale-out"), "DATAEXPORT_PART_MAX_BYTES": str(PART_MAX_BYTES),
-        "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
-        "DATAEXPORT_SESSION_TIMEOUT_MINUTES": str(SESSION_TIMEOUT_MINUTES),
-    })
+    env = _env(
+        {
+            "DATAEXPORT_DATA_DIR": str(data_dir),
+            "DATAEXPORT_DATABASE_URL": pg_url,
+            "DATAEXPORT_JWT_SECRET": JWT_SECRET,
+            "DATAEXPORT_LOG_JSON": "true",
+            **s3_server.env(bucket="scale-out"),
+            "DATAEXPORT_PART_MAX_BYTES": str(PART_MAX_BYTES),
+            "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
+            "DATAEXPORT_SESSION_TIMEOUT_MINUTES": str(SESSION_TIMEOUT_MINUTES),
+        }
+    )
     # The CLI migrates the fresh database once, before the replicas start.
     project = _cli_json(env, "projects", "create", "--name", "Scale out")
     client = _cli_json(env, "clients", "create", "--project", str(project["project_id"]))
     with PageviewStore(data_dir / "warehouse") as store:
-        summary = generate(store, project["project_id"], days=DEMO_DAYS, sessions_per_day=DEMO_SESSIONS_PER_DAY,
-                           now=datetime.now(UTC))
+        summary = generate(
+            store, project["project_id"], days=DEMO_DAYS, sessions_per_day=DEMO_SESSIONS_PER_DAY, now=datetime.now(UTC)
+        )
     assert summary.pageviews > 3000
 
     services = [
-        _start("api-a", env, log_dir, "serve", "--no-scheduler", "--no-worker", "--port", str(pa := free_port()),
-               port=pa),
-        _start("api-b", env, log_dir, "serve", "--no-scheduler", "--no-worker", "--port", str(pb := free_port()),
-               port=pb),
+        _start(
+            "api-a", env, log_dir, "serve", "--no-scheduler", "--no-worker", "--port", str(pa := free_port()), port=pa
+        ),
+        _start(
+            "api-b", env, log_dir, "serve", "--no-scheduler", "--no-worker", "--port", str(pb := free_port()), port=pb
+        ),
         _start("scheduler", env, log_dir, "scheduler"),
         _start("worker-1", env, log_dir, "worker"),
         _start("worker-2", env, log_dir, "worker"),
@@ -124,9 +149,14 @@ def cluster(tmp_path, pg_url, s3_server):
     try:
         wait_until(lambda: all(answers(a.url) for a in apis), services, "the API replicas did not start")
         # Jobs are created only when both workers poll, so neither gets a head start on the queue.
-        wait_until(lambda: all(any(e.get("event") == "worker.started" for e in w.events()) for w in workers)
-                    and any(e.get("event") == "scheduler.started" for e in scheduler.events()),
-                    services, "the worker and scheduler loops did not start")
+        wait_until(
+            lambda: (
+                all(any(e.get("event") == "worker.started" for e in w.events()) for w in workers)
+                and any(e.get("event") == "scheduler.started" for e in scheduler.events())
+            ),
+            services,
+            "the worker and scheduler loops did not start",
+        )
         yield apis, workers, scheduler, client, pg_url
     finally:
         _stop(services)
@@ -137,10 +167,15 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
     apis, workers, scheduler, client, pg_url = cluster
     replicas = cycle(apis)
 
-    token = httpx.post(f"{apis[0].url}/v1/oauth/token", data={
-        "client_id": client["client_id"], "client_secret": client["client_secret"],
-        "grant_type": "client_credentials", "scope": "data-export",
-    })
+    token = httpx.post(
+        f"{apis[0].url}/v1/oauth/token",
+        data={
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+    )
     assert token.status_code == 200, token.text
     headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
 
@@ -148,8 +183,12 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
     first_day = (now - timedelta(days=DEMO_DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     # Over by more than the session timeout: these runs are RUNNABLE as soon as the job exists.
     closed_end = (now - timedelta(minutes=SESSION_TIMEOUT_MINUTES, seconds=30)).replace(microsecond=0)
-    bodies = [_once_job(fmt, scope, device, first_day, closed_end)
-              for scope in ("views", "sessions") for device in ("all", "desktop") for fmt in ("CSV", "JSONL")]
+    bodies = [
+        _once_job(fmt, scope, device, first_day, closed_end)
+        for scope in ("views", "sessions")
+        for device in ("all", "desktop")
+        for fmt in ("CSV", "JSONL")
+    ]
     jobs: dict[int, dict] = {}
     for body in bodies:
         api = next(replicas)
@@ -158,8 +197,7 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
         jobs[answer.json()["payload"]["jobId"]] = body
 
     # A range that closed less than a session timeout ago: its run waits, and only the scheduler promotes it.
-    late_body = _once_job("JSONL", "views", "all", now - timedelta(hours=24),
-                         datetime.now(UTC) - timedelta(seconds=50))
+    late_body = _once_job("JSONL", "views", "all", now - timedelta(hours=24), datetime.now(UTC) - timedelta(seconds=50))
     answer = httpx.post(f"{apis[1].url}/v1/exports", json=late_body, headers=headers)
     assert answer.status_code == 200, answer.text
     late_job = answer.json()["payload"]["jobId"]
@@ -177,8 +215,7 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
             run = listed.json()["payload"][0]
             assert run["state"] != "FAILURE", f"job {job_id} failed: {run}"
             if run["state"] == "SUCCESS":
-                detail = httpx.get(f"{next(replicas).url}/v1/exports/{job_id}/runs/{run['jobRunId']}",
-                                   headers=headers)
+                detail = httpx.get(f"{next(replicas).url}/v1/exports/{job_id}/runs/{run['jobRunId']}", headers=headers)
                 assert detail.status_code == 200, detail.text
                 finished[job_id] = detail.json()["payload"]
         if len(finished) < len(jobs):
@@ -197,8 +234,9 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
     engine = make_engine(pg_url)
     try:
         with engine.connect() as conn:
-            runs = {row.id: row for row in conn.execute(text(
-                "SELECT id, state, attempts, rows, lease_owner FROM job_runs"))}
+            runs = {
+                row.id: row for row in conn.execute(text("SELECT id, state, attempts, rows, lease_owner FROM job_runs"))
+            }
             files = conn.execute(text("SELECT run_id, part_id, key FROM run_files")).all()
     finally:
         engine.dispose()
@@ -208,8 +246,9 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
     assert len({f.key for f in files}) == len(files)
 
     # The logs: who ran what (lease_owner is cleared on success). One finish per run over all workers.
-    finished_by = {w.name: [e["run_id"] for e in w.events() if e.get("event") == "export.run.finished"]
-                   for w in workers}
+    finished_by = {
+        w.name: [e["run_id"] for e in w.events() if e.get("event") == "export.run.finished"] for w in workers
+    }
     every_finish = Counter(run_id for ids in finished_by.values() for run_id in ids)
     assert set(every_finish) == run_ids and set(every_finish.values()) == {1}, finished_by
     assert all(finished_by.values()), f"a worker took no run: {finished_by}"
@@ -251,5 +290,7 @@ def test_two_apis_two_workers_one_scheduler_on_postgres_and_s3(cluster):
         assert exit_codes[worker.name] == 0, worker.tail()
         assert any(e.get("event") == "worker.stopped" for e in worker.events()), worker.tail()
 
-    print(f"\nscale-out: {len(jobs)} runs in {runs_seconds:.1f}s, parts={sum(parts_per_run.values())}, "
-          f"rows={sum(rows_by_job.values())}, per worker={ {k: len(v) for k, v in finished_by.items()} }")
+    print(
+        f"\nscale-out: {len(jobs)} runs in {runs_seconds:.1f}s, parts={sum(parts_per_run.values())}, "
+        f"rows={sum(rows_by_job.values())}, per worker={ {k: len(v) for k, v in finished_by.items()} }"
+    )

@@ -20,8 +20,14 @@ pytestmark = pytest.mark.acceptance
 
 def _cli(data_dir: Path, *args: str) -> dict:
     env = {**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir)}
-    out = subprocess.run([sys.executable, "-m", "dataexport.cli", *args, "--json"], env=env, check=True,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "dataexport.cli", *args, "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return json.loads(out.stdout)
 
 
@@ -45,9 +51,21 @@ def served(tmp_path, request):
     log_path = tmp_path / "serve.log"
     log_file = log_path.open("wb")  # a file, not a pipe nobody reads: a chatty server must never block
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dataexport.cli", "serve", "--port", str(port), "--no-scheduler", "--no-worker",
-         "--processes", str(request.param)],
-        env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "dataexport.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--no-scheduler",
+            "--no-worker",
+            "--processes",
+            str(request.param),
+        ],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -77,10 +95,15 @@ def served(tmp_path, request):
 
 def test_a_client_script_flow(served):
     base, project, client, _ = served
-    token = httpx.post(f"{base}/v1/oauth/token", data={
-        "client_id": client["client_id"], "client_secret": client["client_secret"],
-        "grant_type": "client_credentials", "scope": "data-export",
-    }).json()
+    token = httpx.post(
+        f"{base}/v1/oauth/token",
+        data={
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+    ).json()
     # Clients build every later URL from `endpoint`.
     endpoint = token["endpoint"]
     assert endpoint == base and token["project_id"] == project["project_id"]

@@ -14,8 +14,12 @@ EXPIRED_BODY = {"success": False, "errorMessage": "Auth token is expired.", "err
 
 
 def _token_request(tenant, **overrides):
-    body = {"client_id": tenant.client_id, "client_secret": tenant.client_secret,
-            "grant_type": "client_credentials", "scope": "data-export"}
+    body = {
+        "client_id": tenant.client_id,
+        "client_secret": tenant.client_secret,
+        "grant_type": "client_credentials",
+        "scope": "data-export",
+    }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -75,11 +79,25 @@ def test_missing_garbage_and_foreign_tokens_get_401(http, tenant):
         ({}, "JWT_MISSING"),
         ({"Authorization": "Bearer garbage"}, "JWT_INVALID"),
         ({"Authorization": "Basic abc"}, "JWT_MISSING"),
-        ({"Authorization": "Bearer " + jwt.encode({"pid": tenant.project_id, "aid": tenant.account_id,
-                                                  "sub": "1", "scope": "data-export", "iat": 1,
-                                                  "exp": 4102444800, "iss": "dataexport"},
-                                                 "another-key-another-key-another-key", algorithm="HS256")},
-         "JWT_INVALID"),
+        (
+            {
+                "Authorization": "Bearer "
+                + jwt.encode(
+                    {
+                        "pid": tenant.project_id,
+                        "aid": tenant.account_id,
+                        "sub": "1",
+                        "scope": "data-export",
+                        "iat": 1,
+                        "exp": 4102444800,
+                        "iss": "dataexport",
+                    },
+                    "another-key-another-key-another-key",
+                    algorithm="HS256",
+                )
+            },
+            "JWT_INVALID",
+        ),
     ]:
         answer = http.get("/v1/exports", headers=headers)
         assert answer.status_code == 401, headers
@@ -110,8 +128,7 @@ def test_account_level_client_needs_a_project_of_its_account(http, api, tenant, 
         second = admin.create_project(session, name="Second", now=api.clock(), account_id=tenant.account_id)
         client = admin.create_client(session, now=api.clock(), account_id=tenant.account_id)
         second_id, client_id, secret = second.project.id, client.client.client_id, client.secret
-    base = {"client_id": client_id, "client_secret": secret, "grant_type": "client_credentials",
-            "scope": "data-export"}
+    base = {"client_id": client_id, "client_secret": secret, "grant_type": "client_credentials", "scope": "data-export"}
     assert http.post("/v1/oauth/token", json=base).json()["error"] == "invalid_request"  # two projects: must choose
     for project_id in (tenant.project_id, second_id):
         answer = http.post("/v1/oauth/token", json={**base, "project_id": project_id})
@@ -142,5 +159,3 @@ def test_client_secret_is_stored_hashed(api, tenant):
     with transaction(api.context.sessions) as session:
         stored = session.scalars(select(OAuthClient.secret_hash)).all()
     assert stored and all(h.startswith("$argon2") and tenant.client_secret not in h for h in stored)
-
-

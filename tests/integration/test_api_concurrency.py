@@ -21,8 +21,12 @@ TOKENS_PER_PROJECT = 2
 
 
 def _token_body(tenant) -> dict:
-    return {"client_id": tenant.client_id, "client_secret": tenant.client_secret,
-            "grant_type": "client_credentials", "scope": "data-export"}
+    return {
+        "client_id": tenant.client_id,
+        "client_secret": tenant.client_secret,
+        "grant_type": "client_credentials",
+        "scope": "data-export",
+    }
 
 
 def test_concurrent_authenticated_gets_and_token_requests(api, http):
@@ -45,8 +49,9 @@ def test_concurrent_authenticated_gets_and_token_requests(api, http):
         assert job["jobId"] == job_id and job["projectIds"] == [tenant.project_id]
         assert job["accountId"] == tenant.account_id and job["frequency"] == "daily"
         # The daily window follows the project's time zone: a project must never be answered with another's.
-        local_midnight = ("T22:00:00.000Z", "T23:00:00.000Z") if zone_of[tenant.project_id] != "UTC" else (
-            "T00:00:00.000Z",)
+        local_midnight = (
+            ("T22:00:00.000Z", "T23:00:00.000Z") if zone_of[tenant.project_id] != "UTC" else ("T00:00:00.000Z",)
+        )
         assert job["nextFrom"].endswith(local_midnight), (zone_of[tenant.project_id], job["nextFrom"])
         assert answer.headers["X-Request-ID"]
 
@@ -78,4 +83,3 @@ def test_concurrent_authenticated_gets_and_token_requests(api, http):
     assert all(api.context.concurrency.try_acquire(t.project_id) for t in tenants)
     for t in tenants:
         api.context.concurrency.release(t.project_id)
-

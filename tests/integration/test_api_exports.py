@@ -11,8 +11,24 @@ import pytest
 from examples import create, example_daily, example_once, make_segment
 
 JOB_KEYS = {
-    "jobId", "name", "ownerId", "lastUpdatorId", "accountId", "nextFrom", "nextTo", "projectIds", "state",
-    "createdAt", "format", "scope", "frequency", "fields", "lastRunTime", "nextRunTime", "updatedAt", "filters",
+    "jobId",
+    "name",
+    "ownerId",
+    "lastUpdatorId",
+    "accountId",
+    "nextFrom",
+    "nextTo",
+    "projectIds",
+    "state",
+    "createdAt",
+    "format",
+    "scope",
+    "frequency",
+    "fields",
+    "lastRunTime",
+    "nextRunTime",
+    "updatedAt",
+    "filters",
     "segmentId",
 }
 RUN_KEYS = {"jobRunId", "startDate", "state", "endDate", "completionRate"}
@@ -42,8 +58,11 @@ def test_create_and_get_the_two_reference_examples(http, tenant, api):
     assert once["filters"] == {"deviceId": 1} and once["scope"] == "views" and once["format"] == "CSV"
     assert once["nextFrom"] == body["frequency"]["dateRange"]["from"]
     assert once["nextTo"] == body["frequency"]["dateRange"]["to"]
-    assert once["fields"][2] == {"fieldName": "custom_var", "customVarPosition": 2,
-                                 "aliasName": "My Custom Variable of index 2"}
+    assert once["fields"][2] == {
+        "fieldName": "custom_var",
+        "customVarPosition": 2,
+        "aliasName": "My Custom Variable of index 2",
+    }
     # A once job over past days has its single run at once, ready for a worker.
     runs = http.get(f"/v1/exports/{once_id}/runs?limit=1&order=DESC", headers=tenant.headers).json()["payload"]
     assert len(runs) == 1 and set(runs[0]) == RUN_KEYS and runs[0]["state"] == "RUNNABLE"
@@ -144,8 +163,9 @@ def test_delete_suspend_resume_extensions(http, tenant):
 
 
 def test_get_requests_with_a_json_body_are_served(http, tenant):
-    answer = http.request("GET", "/v1/exports", content=b"{}",
-                          headers={**tenant.headers, "Content-Type": "application/json"})
+    answer = http.request(
+        "GET", "/v1/exports", content=b"{}", headers={**tenant.headers, "Content-Type": "application/json"}
+    )
     assert answer.status_code == 200 and answer.json()["success"] is True
 
 

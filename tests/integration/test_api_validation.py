@@ -67,8 +67,11 @@ CASES = [
     ("frequency.dateRange.from", 1676332800000, "frequency.dateRange.from"),
     ("frequency.dateRange.to", _ts(NOW - timedelta(days=10)), "frequency.dateRange.to"),  # to before from
     ("frequency.dateRange.from", _ts(NOW - timedelta(days=20)), "frequency.dateRange.to"),  # longer than 7 days
-    ("frequency.dateRange", {"from": _ts(NOW - timedelta(days=400)), "to": _ts(NOW - timedelta(days=399))},
-     "frequency.dateRange.from"),  # before retention
+    (
+        "frequency.dateRange",
+        {"from": _ts(NOW - timedelta(days=400)), "to": _ts(NOW - timedelta(days=399))},
+        "frequency.dateRange.from",
+    ),  # before retention
     ("frequency.unknown", 1, "frequency.unknown"),
     # fields
     ("fields", DELETE, "fields"),
@@ -113,8 +116,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("path", "value", "field"), [c for c in CASES if c[2] is not None],
-                         ids=[f"{i}-{c[0]}" for i, c in enumerate(CASES) if c[2] is not None])
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [c for c in CASES if c[2] is not None],
+    ids=[f"{i}-{c[0]}" for i, c in enumerate(CASES) if c[2] is not None],
+)
 def test_bad_create_request_names_the_field_and_stores_nothing(http, tenant, path, value, field):
     answer = http.post("/v1/exports", json=mutate(path, value), headers=tenant.headers)
     assert answer.status_code == 400, answer.text
@@ -155,8 +161,10 @@ def test_lenient_forms_real_clients_send_are_accepted(http, tenant):
     body = example_once()
     body["fields"][2]["customVarPosition"] = "2"
     body["format"] = "csv"
-    body["frequency"]["dateRange"] = {"from": body["frequency"]["dateRange"]["from"][:10],
-                                      "to": body["frequency"]["dateRange"]["to"][:10]}
+    body["frequency"]["dateRange"] = {
+        "from": body["frequency"]["dateRange"]["from"][:10],
+        "to": body["frequency"]["dateRange"]["to"][:10],
+    }
     del body["scope"]  # defaults to sessions
     body["fields"] = [f for f in body["fields"] if f["fieldName"] != "view_number"]
     answer = http.post("/v1/exports", json=body, headers=tenant.headers)

@@ -22,11 +22,18 @@ from dataexport.warehouse.store import PageviewStore
 
 
 def hit(i: int, **kw) -> dict:
-    base = {"user_id_unhashed": f"user-{i // 3}", "session_number": 1, "session_time": "2026-03-01T10:00:00Z",
-            "view_number": i % 3 + 1, "view_time": 1772359200000 + i, "device_id": 1 + i % 5,
-            "url": f"https://shop.example/p/{i}", "scroll_rate": 12.5,
-            "custom_vars": [{"position": 3, "key": "pageType", "value": "product"}],
-            "dynamic_vars": {"AB Test": "A", "cart_value": i}}
+    base = {
+        "user_id_unhashed": f"user-{i // 3}",
+        "session_number": 1,
+        "session_time": "2026-03-01T10:00:00Z",
+        "view_number": i % 3 + 1,
+        "view_time": 1772359200000 + i,
+        "device_id": 1 + i % 5,
+        "url": f"https://shop.example/p/{i}",
+        "scroll_rate": 12.5,
+        "custom_vars": [{"position": 3, "key": "pageType", "value": "product"}],
+        "dynamic_vars": {"AB Test": "A", "cart_value": i},
+    }
     base.update(kw)
     return base
 
@@ -63,13 +70,18 @@ def test_jsonl_good_and_bad_lines(tmp_path, store, monkeypatch, chunk_bytes):
         ("veiw", "unknown field"): 1,
     }
     assert [(s.index, s.field) for s in summary.samples] == [
-        (5, "device_id"), (8, "record"), (10, "dynamic_vars[0].value"), (10, "veiw")]
+        (5, "device_id"),
+        (8, "record"),
+        (10, "dynamic_vars[0].value"),
+        (10, "veiw"),
+    ]
     assert progress[-1] == (path.stat().st_size, path.stat().st_size)
     table = stored(store.root, 1)
     assert table.num_rows == 27
     assert table.column("dynamic_vars")[0].as_py() == [
         {"key": "AB Test", "string_value": "A", "number_value": None},
-        {"key": "cart_value", "string_value": None, "number_value": 0}]
+        {"key": "cart_value", "string_value": None, "number_value": 0},
+    ]
 
 
 def _over_two_lines(i: int) -> list[str]:
@@ -80,12 +92,16 @@ def _over_two_lines(i: int) -> list[str]:
     return [text[:cut], text[cut + 2 :]]
 
 
-@pytest.mark.parametrize("odd_lines", [
-    [json.dumps(hit(0)) + "," + json.dumps(hit(1))],
-    _over_two_lines(0),
-    [json.dumps(hit(0)) + "," + _over_two_lines(1)[0], _over_two_lines(1)[1]],  # as many hits as lines
-    [json.dumps(hit(0)) + "],[" + json.dumps(hit(1))],
-], ids=["two on a line", "one over two lines", "both", "two arrays on a line"])
+@pytest.mark.parametrize(
+    "odd_lines",
+    [
+        [json.dumps(hit(0)) + "," + json.dumps(hit(1))],
+        _over_two_lines(0),
+        [json.dumps(hit(0)) + "," + _over_two_lines(1)[0], _over_two_lines(1)[1]],  # as many hits as lines
+        [json.dumps(hit(0)) + "],[" + json.dumps(hit(1))],
+    ],
+    ids=["two on a line", "one over two lines", "both", "two arrays on a line"],
+)
 def test_a_line_must_hold_exactly_one_record(tmp_path, store, odd_lines):
     # The fast path reads the lines as one JSON array, joined with commas: these would pass for valid hits.
     # Line by line, they are not JSON records.
@@ -109,27 +125,54 @@ def test_loading_the_same_file_again_stores_nothing_twice(tmp_path, store, monke
 
 def test_csv_with_nested_columns_as_json_text(tmp_path, store):
     path = tmp_path / "hits.csv"
-    columns = ["user_id_unhashed", "session_number", "session_time", "view_number", "view_time", "device_id",
-               "url", "scroll_rate", "city", "custom_vars", "dynamic_vars"]
+    columns = [
+        "user_id_unhashed",
+        "session_number",
+        "session_time",
+        "view_number",
+        "view_time",
+        "device_id",
+        "url",
+        "scroll_rate",
+        "city",
+        "custom_vars",
+        "dynamic_vars",
+    ]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(columns)
         for i in range(10):
             h = hit(i)
-            w.writerow([h["user_id_unhashed"], h["session_number"], h["session_time"], h["view_number"],
-                        h["view_time"], h["device_id"], h["url"], h["scroll_rate"], "" if i % 2 else "Paris",
-                        json.dumps(h["custom_vars"]), json.dumps(h["dynamic_vars"])])
+            w.writerow(
+                [
+                    h["user_id_unhashed"],
+                    h["session_number"],
+                    h["session_time"],
+                    h["view_number"],
+                    h["view_time"],
+                    h["device_id"],
+                    h["url"],
+                    h["scroll_rate"],
+                    "" if i % 2 else "Paris",
+                    json.dumps(h["custom_vars"]),
+                    json.dumps(h["dynamic_vars"]),
+                ]
+            )
         w.writerow(["u", "x", "2026-03-01T10:00:00Z", 1, "2026-03-01T10:00:00Z", 1, "https://x/", "", "", "", ""])
         w.writerow(["u", 1, "2026-03-01T10:00:00Z", 1, "2026-03-01T10:00:00Z", 1, "https://x/", "", "", "[", ""])
         w.writerow(["short", "row"])
     summary = load_files(store, 1, [path])
     assert (summary.rows_stored, summary.rows_rejected) == (10, 3)
-    assert summary.reasons == {("session_number", "must be an integer"): 1, ("custom_vars", "must be a list"): 1,
-                               ("record", "has not as many cells as the header"): 1}
+    assert summary.reasons == {
+        ("session_number", "must be an integer"): 1,
+        ("custom_vars", "must be a list"): 1,
+        ("record", "has not as many cells as the header"): 1,
+    }
     table = stored(store.root, 1)
     assert table.column("city").to_pylist()[:2] == ["Paris", None]
     assert table.column("custom_vars")[0].as_py() == [
-        {"position": 3, "key": "pageType", "value": "product", "scope": "page"}]
+        {"position": 3, "key": "pageType", "value": "product", "scope": "page"}
+    ]
     assert table.column("view_time")[3].as_py() == datetime(2026, 3, 1, 10, 0, 0, 3000, tzinfo=UTC)
 
 
@@ -189,10 +232,12 @@ def test_the_worker_server_starts_early_only_for_loads_that_use_workers(tmp_path
     big = tmp_path / "big.jsonl"
     with open(big, "wb") as f:
         f.truncate(load_workers.PARALLEL_MIN_BYTES)  # sparse: only its size counts here
-    code = ("import sys; from pathlib import Path; from multiprocessing import forkserver; "
-            "from dataexport.warehouse.load_workers import start_worker_server; "
-            "start_worker_server([Path(sys.argv[1])], preload=('json',)); "
-            "print(forkserver._forkserver._forkserver_pid is not None)")
+    code = (
+        "import sys; from pathlib import Path; from multiprocessing import forkserver; "
+        "from dataexport.warehouse.load_workers import start_worker_server; "
+        "start_worker_server([Path(sys.argv[1])], preload=('json',)); "
+        "print(forkserver._forkserver._forkserver_pid is not None)"
+    )
     for path, started in ((small, "False"), (big, "True")):
         out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
         assert out.stdout.strip() == started, out.stderr

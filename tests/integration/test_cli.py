@@ -28,16 +28,42 @@ def test_projects_clients_segments_and_load(tmp_path):
     code, out = call(tmp_path, "clients", "create", "--account", str(project["account_id"]), "--json")
     assert code == 0 and json.loads(out)["project_id"] is None
 
-    code, out = call(tmp_path, "segments", "create", "--project", str(project["project_id"]), "--name", "FR",
-                     "--filter", '{"field": "country_code", "op": "eq", "value": "FR"}', "--json")
+    code, out = call(
+        tmp_path,
+        "segments",
+        "create",
+        "--project",
+        str(project["project_id"]),
+        "--name",
+        "FR",
+        "--filter",
+        '{"field": "country_code", "op": "eq", "value": "FR"}',
+        "--json",
+    )
     assert code == 0 and json.loads(out)["segment_id"] == 1
-    code, out = call(tmp_path, "segments", "create", "--project", str(project["project_id"]), "--name", "bad",
-                     "--filter", '{"field": "shoe_size", "op": "eq", "value": 42}')
+    code, out = call(
+        tmp_path,
+        "segments",
+        "create",
+        "--project",
+        str(project["project_id"]),
+        "--name",
+        "bad",
+        "--filter",
+        '{"field": "shoe_size", "op": "eq", "value": 42}',
+    )
     assert code == 2 and "filter" in out and "Traceback" not in out
 
     hits = tmp_path / "hits.jsonl"
-    good = {"user_id_unhashed": "u1", "session_number": 1, "view_number": 1, "session_time": "2026-11-27T10:00:00Z",
-            "view_time": "2026-11-27T10:00:01Z", "device_id": 1, "url": "https://a.example/"}
+    good = {
+        "user_id_unhashed": "u1",
+        "session_number": 1,
+        "view_number": 1,
+        "session_time": "2026-11-27T10:00:00Z",
+        "view_time": "2026-11-27T10:00:01Z",
+        "device_id": 1,
+        "url": "https://a.example/",
+    }
     hits.write_text(json.dumps(good) + "\n" + json.dumps({**good, "view_number": 0}) + "\n")
     code, out = call(tmp_path, "load", "--project", str(project["project_id"]), str(hits), "--json")
     summary = json.loads(out)

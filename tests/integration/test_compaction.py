@@ -23,11 +23,22 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def rows(users: range, views: int = 3, title: str = "v1") -> list[dict]:
-    return validate_hits([
-        {"user_id_unhashed": f"user-{u}", "session_number": 1, "session_time": "2026-03-01T08:00:00Z",
-         "view_number": v, "view_time": f"2026-03-01T08:0{v}:00Z", "device_id": 1, "url": "https://x/", "title": title}
-        for u in users for v in range(1, views + 1)
-    ]).rows
+    return validate_hits(
+        [
+            {
+                "user_id_unhashed": f"user-{u}",
+                "session_number": 1,
+                "session_time": "2026-03-01T08:00:00Z",
+                "view_number": v,
+                "view_time": f"2026-03-01T08:0{v}:00Z",
+                "device_id": 1,
+                "url": "https://x/",
+                "title": title,
+            }
+            for u in users
+            for v in range(1, views + 1)
+        ]
+    ).rows
 
 
 def read(root: Path) -> list[tuple]:
@@ -156,8 +167,10 @@ def test_concurrent_reader_never_sees_duplicates_or_missing_rows(tmp_path):
                 if seen:
                     problems.append("the partition looked empty")
                 continue
-            sql = ("SELECT count(*), count(DISTINCT (user_id_unhashed, view_number)) "
-                   f"FROM read_parquet({files!r}, hive_partitioning = false)")
+            sql = (
+                "SELECT count(*), count(DISTINCT (user_id_unhashed, view_number)) "
+                f"FROM read_parquet({files!r}, hive_partitioning = false)"
+            )
             try:
                 total, distinct = con.sql(sql).fetchall()[0]
             except duckdb.IOException:

@@ -31,21 +31,28 @@ def test_generates_recent_days_into_day_partitions_and_reruns_store_nothing(tmp_
     # A job over the last day finds data; nothing lies in the future.
     assert partition_files(tmp_path, 4, NOW - timedelta(days=1), NOW)
     assert query(tmp_path, "SELECT max(view_time) <= ?::TIMESTAMPTZ FROM PAGEVIEWS".replace("?", f"'{NOW}'")) == [
-        (True,)]
+        (True,)
+    ]
     # Every row sits in the partition of its session's start day.
-    misplaced = query(tmp_path, """SELECT count(*) FROM PAGEVIEWS
-        WHERE filename NOT LIKE '%session_day=' || strftime(session_time AT TIME ZONE 'UTC', '%Y-%m-%d') || '/%'""")
+    misplaced = query(
+        tmp_path,
+        """SELECT count(*) FROM PAGEVIEWS
+        WHERE filename NOT LIKE '%session_day=' || strftime(session_time AT TIME ZONE 'UTC', '%Y-%m-%d') || '/%'""",
+    )
     assert misplaced == [(0,)]
 
 
 def test_a_session_crossing_midnight_lands_in_its_first_days_partition(tmp_path):
     with PageviewStore(tmp_path) as store:
         generate(store, 4, days=3, sessions_per_day=1200, seed=11, now=NOW)
-    crossing = query(tmp_path, """
+    crossing = query(
+        tmp_path,
+        """
         SELECT session_id, min(view_time AT TIME ZONE 'UTC')::DATE, max(view_time AT TIME ZONE 'UTC')::DATE,
                count(DISTINCT filename), any_value(filename)
         FROM PAGEVIEWS GROUP BY session_id
-        HAVING min(view_time AT TIME ZONE 'UTC')::DATE < max(view_time AT TIME ZONE 'UTC')::DATE""")
+        HAVING min(view_time AT TIME ZONE 'UTC')::DATE < max(view_time AT TIME ZONE 'UTC')::DATE""",
+    )
     assert crossing, "the seed should produce at least one session across midnight"
     for _, first_day, _, files, filename in crossing:
         assert files == 1
@@ -62,6 +69,8 @@ def test_days_built_in_worker_processes_are_the_same_data(tmp_path):
         files = sorted(str(p) for p in root.glob(f"{PARTITION_ROOT}/*/*/*.parquet"))
         tables[workers] = duckdb.execute(
             "SELECT * EXCLUDE (ingested_at) FROM read_parquet(?, hive_partitioning = false) "
-            "ORDER BY user_id_unhashed, session_number, view_number", [files]).fetchall()
+            "ORDER BY user_id_unhashed, session_number, view_number",
+            [files],
+        ).fetchall()
         assert summary.pageviews == len(tables[workers]) > 0
     assert tables[1] == tables[2]

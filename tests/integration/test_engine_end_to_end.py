@@ -38,15 +38,27 @@ def export_storage(request, api):
         return
     original = api.context.storage
     s3 = request.getfixturevalue("s3_server")
-    api.context.storage = S3Storage(f"e2e-{uuid.uuid4().hex[:12]}", prefix="exports", endpoint_url=s3.endpoint_url,
-                                    access_key_id=s3.access_key_id, secret_access_key=s3.secret_access_key)
+    api.context.storage = S3Storage(
+        f"e2e-{uuid.uuid4().hex[:12]}",
+        prefix="exports",
+        endpoint_url=s3.endpoint_url,
+        access_key_id=s3.access_key_id,
+        secret_access_key=s3.secret_access_key,
+    )
     yield "s3"
     api.context.storage = original
 
 
 def make_tenant_token(http, tenant) -> dict:
-    answer = http.post("/v1/oauth/token", json={"client_id": tenant.client_id, "client_secret": tenant.client_secret,
-                                                 "grant_type": "client_credentials", "scope": "data-export"})
+    answer = http.post(
+        "/v1/oauth/token",
+        json={
+            "client_id": tenant.client_id,
+            "client_secret": tenant.client_secret,
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+    )
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
@@ -132,8 +144,14 @@ def test_once_jsonl_job_and_manifest(api, http, seeded, export_storage):
 def test_daily_job_catches_up_missed_windows_with_no_gap(api, http, seeded):
     tenant = seeded
     start = api.clock()
-    body = {"name": "daily", "format": "CSV", "scope": "sessions", "frequency": {"value": "daily"},
-            "fields": [{"fieldName": "session_id"}], "deviceLabel": "all"}
+    body = {
+        "name": "daily",
+        "format": "CSV",
+        "scope": "sessions",
+        "frequency": {"value": "daily"},
+        "fields": [{"fieldName": "session_id"}],
+        "deviceLabel": "all",
+    }
     api.clock.set(start - timedelta(days=3))  # the job was created three days ago, then nothing ran
     job_id = create(http, tenant, body)
     api.clock.set(start)
@@ -147,18 +165,21 @@ def test_daily_job_catches_up_missed_windows_with_no_gap(api, http, seeded):
         pass
     runs = http.get(f"/v1/exports/{job_id}/runs?order=ASC", headers=tenant.headers).json()["payload"]
     assert [r["state"] for r in runs] == ["SUCCESS"] * expected_windows
-    details = [http.get(f"/v1/exports/{job_id}/runs/{r['jobRunId']}", headers=tenant.headers).json()["payload"]
-               for r in runs]
+    details = [
+        http.get(f"/v1/exports/{job_id}/runs/{r['jobRunId']}", headers=tenant.headers).json()["payload"] for r in runs
+    ]
     for earlier, later in zip(details, details[1:], strict=False):
         assert datetime.fromisoformat(later["from"]) - datetime.fromisoformat(earlier["to"]) == timedelta(
-            milliseconds=1)
+            milliseconds=1
+        )
     first = datetime.fromisoformat(details[0]["from"])
     last = datetime.fromisoformat(details[-1]["to"]) + timedelta(milliseconds=1)
     root = api.context.settings.resolved_warehouse_dir
     direct = duckdb.execute(
         f"SELECT count(DISTINCT (user_id_unhashed, session_number)) FROM read_parquet("
         f"'{root}/pageviews/project_id={tenant.project_id}/*/*.parquet') WHERE session_time >= ? AND session_time < ?",
-        [first, last]).fetchone()[0]
+        [first, last],
+    ).fetchone()[0]
     assert sum(d["rows"] for d in details) == direct > 0
     job = http.get(f"/v1/exports/{job_id}", headers=tenant.headers).json()["payload"]
     assert job["nextFrom"] == last.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -169,8 +190,9 @@ def test_expired_download_url_is_refused_and_files_are_swept(api, http, seeded):
     job_id = create(http, tenant, example_once(day=two_closed_days(api.clock())))
     assert worker_for(api).run_once().state == "SUCCESS"
     run = http.get(f"/v1/exports/{job_id}/runs", headers=tenant.headers).json()["payload"][0]
-    url = http.get(f"/v1/exports/{job_id}/runs/{run['jobRunId']}", headers=tenant.headers).json()["payload"][
-        "files"][0]["url"]
+    url = http.get(f"/v1/exports/{job_id}/runs/{run['jobRunId']}", headers=tenant.headers).json()["payload"]["files"][
+        0
+    ]["url"]
     assert httpx.get(url.replace("part-00000", "part-00001")).status_code in (403, 404)
     assert httpx.get(url[:-1] + ("0" if url[-1] != "0" else "1")).status_code == 403
     api.clock.advance(timedelta(days=7, seconds=1))

@@ -57,23 +57,36 @@ def seed(warehouse: Path, project_id: int, sessions_per_day: int) -> tuple[datet
     waits for window end + the session timeout (30 minutes)."""
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
     with PageviewStore(warehouse) as store:
-        generate(store, project_id, days=2, sessions_per_day=sessions_per_day, seed=11,
-                 now=end - timedelta(microseconds=1))
+        generate(
+            store, project_id, days=2, sessions_per_day=sessions_per_day, seed=11, now=end - timedelta(microseconds=1)
+        )
     return end - timedelta(days=2), end
 
 
-def add_once_job(sessions, settings: Settings, project_id: int, window: tuple[datetime, datetime],
-                 name: str = "faults", scope: Scope = Scope.VIEWS, fields: list[str] = FIELDS) -> int:
+def add_once_job(
+    sessions,
+    settings: Settings,
+    project_id: int,
+    window: tuple[datetime, datetime],
+    name: str = "faults",
+    scope: Scope = Scope.VIEWS,
+    fields: list[str] = FIELDS,
+) -> int:
     """A once job over the window (created through the lifecycle, with its run); returns the run id."""
     spec = JobSpec(
-        name=name, format=Format.CSV, scope=scope, frequency=Frequency.ONCE,
-        fields=tuple(FieldSpec(field_name=f) for f in fields), device_label=DeviceLabel.ALL, segment_id=None,
-        range_from=window[0], range_to=window[1] - timedelta(milliseconds=1),
+        name=name,
+        format=Format.CSV,
+        scope=scope,
+        frequency=Frequency.ONCE,
+        fields=tuple(FieldSpec(field_name=f) for f in fields),
+        device_label=DeviceLabel.ALL,
+        segment_id=None,
+        range_from=window[0],
+        range_to=window[1] - timedelta(milliseconds=1),
     )
     with transaction(sessions) as session:
         project = session.get(Project, project_id)
-        job = create_job(session, project=project, actor_id=1, spec=spec, settings=settings,
-                         now=datetime.now(UTC))
+        job = create_job(session, project=project, actor_id=1, spec=spec, settings=settings, now=datetime.now(UTC))
         session.flush()
         return session.scalars(select(JobRun.id).where(JobRun.job_id == job.id)).one()
 
@@ -144,8 +157,13 @@ def engine_env(api, database_url, tmp_path):
     from dataexport import admin
 
     settings = Settings(
-        data_dir=tmp_path / "data", database_url=database_url, jwt_secret=api.context.settings.jwt_secret,
-        lease_seconds=LEASE_SECONDS, max_attempts=3, retry_backoff_seconds=30, log_json=True,
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        jwt_secret=api.context.settings.jwt_secret,
+        lease_seconds=LEASE_SECONDS,
+        max_attempts=3,
+        retry_backoff_seconds=30,
+        log_json=True,
     )
     with transaction(api.context.sessions) as session:
         project_id = admin.create_project(session, name="faults", now=datetime.now(UTC)).project.id
@@ -158,12 +176,20 @@ def engine_env(api, database_url, tmp_path):
 def worker_process(settings: Settings, part_max_bytes: int) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(
-        DATAEXPORT_DATA_DIR=str(settings.data_dir), DATAEXPORT_DATABASE_URL=settings.resolved_database_url,
-        DATAEXPORT_JWT_SECRET=settings.jwt_secret, DATAEXPORT_LEASE_SECONDS=str(LEASE_SECONDS),
-        DATAEXPORT_PART_MAX_BYTES=str(part_max_bytes), PYTHONPATH=str(ROOT / "src"),
+        DATAEXPORT_DATA_DIR=str(settings.data_dir),
+        DATAEXPORT_DATABASE_URL=settings.resolved_database_url,
+        DATAEXPORT_JWT_SECRET=settings.jwt_secret,
+        DATAEXPORT_LEASE_SECONDS=str(LEASE_SECONDS),
+        DATAEXPORT_PART_MAX_BYTES=str(part_max_bytes),
+        PYTHONPATH=str(ROOT / "src"),
     )
-    return subprocess.Popen([sys.executable, "-m", "dataexport.cli", "worker", "--once"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dataexport.cli", "worker", "--once"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_for_partial_publish(sessions, run_id: int, attempt_dir: Path, proc: subprocess.Popen) -> int:
@@ -249,8 +275,9 @@ def test_running_out_of_memory_fails_the_run_at_once_saying_what_to_change(engin
     clock = SettableClock()
     clock.set(datetime.now(UTC))
 
-    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions,
-                          run_id) == ["FAILURE"]
+    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions, run_id) == [
+        "FAILURE"
+    ]
     run, files = load_run(sessions, run_id)
     assert run.attempts == 1 and files == []
     assert run.error.startswith("ExtractionOutOfMemory: The export ran out of memory")
@@ -259,11 +286,11 @@ def test_running_out_of_memory_fails_the_run_at_once_saying_what_to_change(engin
 
     # With the slices sized from the limit (the default), the same export fits.
     settings = settings.model_copy(update={"duckdb_memory_limit": 64_000_000, "export_slice_rows": None})
-    run_id = add_once_job(sessions, settings, project_id, window, name="sliced", scope=Scope.SESSIONS,
-                          fields=fields)
+    run_id = add_once_job(sessions, settings, project_id, window, name="sliced", scope=Scope.SESSIONS, fields=fields)
     clock.set(datetime.now(UTC))
-    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions,
-                          run_id) == ["SUCCESS"]
+    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions, run_id) == [
+        "SUCCESS"
+    ]
 
 
 def test_a_job_that_no_longer_validates_fails_at_once_naming_the_field(engine_env):
@@ -276,8 +303,9 @@ def test_a_job_that_no_longer_validates_fails_at_once_naming_the_field(engine_en
     clock = SettableClock()
     clock.set(datetime.now(UTC))
 
-    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions,
-                          run_id) == ["FAILURE"]
+    assert run_to_the_end(Worker(sessions, settings, build_storage(settings), clock), clock, sessions, run_id) == [
+        "FAILURE"
+    ]
     run, _ = load_run(sessions, run_id)
     assert run.attempts == 1
     assert "fields[0].fieldName" in run.error and "unknown field" in run.error

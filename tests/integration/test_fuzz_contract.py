@@ -52,7 +52,10 @@ from support import ThreadedServer
 # whole contract run stays well under two minutes on a shared two-core box.
 VALID_EXAMPLES, NEGATIVE_EXAMPLES, UNAUTHENTICATED_EXAMPLES, NO_INPUT_EXAMPLES = 50, 25, 15, 3
 CHECKS = [
-    not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
 ]
 ENVELOPE_KEYS = {"success", "errorCode", "errorMessage"}
 FORGED = {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.forged", "X-Ingest-Key": "forged"}
@@ -72,8 +75,12 @@ def served(tmp_path_factory):
     """A real server over SQLite with one project, demo traffic, a daily job and a finished once job."""
     data_dir = tmp_path_factory.mktemp("fuzz")
     settings = Settings(
-        data_dir=data_dir, database_url=f"sqlite:///{data_dir / 'metadata.db'}",
-        jwt_secret="fuzz-jwt-secret-" + "x" * 32, run_scheduler=False, run_worker=False, log_json=True,
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'metadata.db'}",
+        jwt_secret="fuzz-jwt-secret-" + "x" * 32,
+        run_scheduler=False,
+        run_worker=False,
+        log_json=True,
         log_level="ERROR",
     )
     ctx = build_context(settings)
@@ -82,14 +89,24 @@ def served(tmp_path_factory):
         project = admin.create_project(session, name="Fuzz", now=now, timezone="UTC")
         client = admin.create_client(session, now=now, project_id=project.project.id)
         project_id, client_id = project.project.id, client.client.client_id
-        admin.create_segment(session, project_id=project_id, name="France",
-                             filter={"field": "country_code", "op": "eq", "value": "FR"}, now=now)
+        admin.create_segment(
+            session,
+            project_id=project_id,
+            name="France",
+            filter={"field": "country_code", "op": "eq", "value": "FR"},
+            now=now,
+        )
     generate(ctx.warehouse, project_id, days=4, sessions_per_day=10, seed=3, now=now)
     with ThreadedServer(create_app(settings, context=ctx)) as server, httpx.Client(base_url=server.url) as http:
-        token = http.post("/v1/oauth/token", json={
-            "client_id": client_id, "client_secret": client.secret, "grant_type": "client_credentials",
-            "scope": "data-export",
-        }).json()["access_token"]
+        token = http.post(
+            "/v1/oauth/token",
+            json={
+                "client_id": client_id,
+                "client_secret": client.secret,
+                "grant_type": "client_credentials",
+                "scope": "data-export",
+            },
+        ).json()["access_token"]
         auth = {"Authorization": f"Bearer {token}"}
         job_id = http.post("/v1/exports", json=example_once(day=now - timedelta(days=3)), headers=auth).json()
         assert http.post("/v1/exports", json=example_daily(), headers=auth).status_code == 200
@@ -142,8 +159,13 @@ def _fuzz(openapi, mode: GenerationMode, examples: int, headers_for, checks, lab
             continue  # nothing to make invalid
 
         # A request without parameters or body is the same request every time: a few examples say it all.
-        @settings(max_examples=examples if _has_inputs(operation) else NO_INPUT_EXAMPLES, deadline=None,
-                  database=None, phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples if _has_inputs(operation) else NO_INPUT_EXAMPLES,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=mode), sent=headers_for(operation))
         def run(case, sent):
             _CASES[f"{label}:{mode.value}"] = _CASES.get(f"{label}:{mode.value}", 0) + 1
@@ -181,8 +203,14 @@ def test_every_operation_with_valid_credentials(served, openapi, mode):
 
 def test_every_operation_without_valid_credentials(served, openapi):
     # Each case goes out with no credentials at all or with forged ones (bearer token and ingest key).
-    failures = _fuzz(openapi, GenerationMode.POSITIVE, UNAUTHENTICATED_EXAMPLES,
-                     lambda _: st.sampled_from([None, FORGED]), CHECKS, "unauthenticated")
+    failures = _fuzz(
+        openapi,
+        GenerationMode.POSITIVE,
+        UNAUTHENTICATED_EXAMPLES,
+        lambda _: st.sampled_from([None, FORGED]),
+        CHECKS,
+        "unauthenticated",
+    )
     assert not failures, "\n\n".join(failures)
 
 
@@ -206,6 +234,7 @@ def test_the_document_promises_what_the_server_answers(served):
 
 # --- Inputs found by fuzzing, pinned: each once answered 500 ---------------------------------------------
 
+
 @pytest.mark.parametrize("query", ["/v1/segments?ids=%C2%B2", "/v1/segments?ids=1,%D9%A3"])
 def test_non_ascii_digits_in_segment_ids_are_refused_with_the_envelope(served, query):
     # str.isdigit() holds for "²" and "٣": int() then raised (500) or read another number.
@@ -217,16 +246,41 @@ def test_non_ascii_digits_in_segment_ids_are_refused_with_the_envelope(served, q
 # --- Deeper than the schema reaches: valid job bodies with hostile values planted -----------------------
 
 PLANTED_PATHS = [
-    ("name",), ("format",), ("scope",), ("frequency", "value"), ("frequency", "dateRange", "from"),
-    ("frequency", "dateRange", "to"), ("fields", 0, "fieldName"), ("fields", 2, "customVarPosition"),
-    ("fields", 3, "dynamicVarKey"), ("fields", 1, "aliasName"), ("deviceLabel",), ("surprise",),
+    ("name",),
+    ("format",),
+    ("scope",),
+    ("frequency", "value"),
+    ("frequency", "dateRange", "from"),
+    ("frequency", "dateRange", "to"),
+    ("fields", 0, "fieldName"),
+    ("fields", 2, "customVarPosition"),
+    ("fields", 3, "dynamicVarKey"),
+    ("fields", 1, "aliasName"),
+    ("deviceLabel",),
+    ("surprise",),
 ]
 hostile = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=40),
-    st.sampled_from(["2026-02-30", "9999-12-31T23:59:59Z", "1969-12-31", "csv", "JSONL", "x" * 300, "\u0000",
-                     "views", "ONCE", "2026-06-01T00:00:00+14:00"]),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    st.sampled_from(
+        [
+            "2026-02-30",
+            "9999-12-31T23:59:59Z",
+            "1969-12-31",
+            "csv",
+            "JSONL",
+            "x" * 300,
+            "\u0000",
+            "views",
+            "ONCE",
+            "2026-06-01T00:00:00+14:00",
+        ]
+    ),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
 
 
@@ -240,8 +294,9 @@ def test_create_job_answers_a_spec_or_the_envelope_for_any_planted_value(served,
         for step in path[:-1]:
             target = target[step]
         target[path[-1]] = value
-    answer = httpx.post(f"{served.url}/v1/exports", json=body, timeout=60,
-                        headers={"Authorization": f"Bearer {served.token}"})
+    answer = httpx.post(
+        f"{served.url}/v1/exports", json=body, timeout=60, headers={"Authorization": f"Bearer {served.token}"}
+    )
     assert answer.status_code in (200, 400), answer.text
     payload = answer.json()
     if answer.status_code == 200:
@@ -253,15 +308,37 @@ def test_create_job_answers_a_spec_or_the_envelope_for_any_planted_value(served,
 
 # --- Bulk load: random files never crash the loader -----------------------------------------------------
 
+
 def _valid_hit(i: int) -> dict:
-    return {"user_id_unhashed": f"user-{i // 3}", "session_number": 1, "session_time": "2026-03-01T10:00:00Z",
-            "view_number": i % 3 + 1, "view_time": 1772359200000 + i, "device_id": 1 + i % 5,
-            "url": f"https://shop.example/p/{i}", "custom_vars": [{"position": 3, "key": "pageType", "value": "p"}],
-            "dynamic_vars": {"AB Test": "A", "cart_value": i}}
+    return {
+        "user_id_unhashed": f"user-{i // 3}",
+        "session_number": 1,
+        "session_time": "2026-03-01T10:00:00Z",
+        "view_number": i % 3 + 1,
+        "view_time": 1772359200000 + i,
+        "device_id": 1 + i % 5,
+        "url": f"https://shop.example/p/{i}",
+        "custom_vars": [{"position": 3, "key": "pageType", "value": "p"}],
+        "dynamic_vars": {"AB Test": "A", "cart_value": i},
+    }
 
 
-HIT_COLUMNS = ["user_id_unhashed", "session_number", "session_time", "view_number", "view_time", "device_id",
-               "url", "custom_vars", "dynamic_vars", "scroll_rate", "project_id", "user_id", "transactions", "junk"]
+HIT_COLUMNS = [
+    "user_id_unhashed",
+    "session_number",
+    "session_time",
+    "view_number",
+    "view_time",
+    "device_id",
+    "url",
+    "custom_vars",
+    "dynamic_vars",
+    "scroll_rate",
+    "project_id",
+    "user_id",
+    "transactions",
+    "junk",
+]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
@@ -270,7 +347,8 @@ json_values = st.recursive(
 jsonl_lines = st.one_of(
     st.integers(0, 30).map(lambda i: json.dumps(_valid_hit(i)).encode()),
     st.tuples(st.integers(0, 30), st.dictionaries(st.sampled_from(HIT_COLUMNS), json_values, max_size=3)).map(
-        lambda t: json.dumps({**_valid_hit(t[0]), **t[1]}).encode()),
+        lambda t: json.dumps({**_valid_hit(t[0]), **t[1]}).encode()
+    ),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=40).filter(lambda b: b"\n" not in b),
 )
@@ -298,13 +376,21 @@ def test_random_jsonl_is_stored_or_rejected_record_by_record(lines, suffix):
     assert sum(summary.reasons.values()) >= summary.rows_rejected
 
 
-csv_cells = st.one_of(st.text(max_size=15), st.integers().map(str), st.just(""), st.sampled_from(
-    ["2026-03-01T10:00:00Z", "1772359200000", '[{"position": 3, "key": "k", "value": "v"}]', '{"AB": 1}', "[1,"]))
+csv_cells = st.one_of(
+    st.text(max_size=15),
+    st.integers().map(str),
+    st.just(""),
+    st.sampled_from(
+        ["2026-03-01T10:00:00Z", "1772359200000", '[{"position": 3, "key": "k", "value": "v"}]', '{"AB": 1}', "[1,"]
+    ),
+)
 
 
 @settings(max_examples=40, deadline=None, database=None)
-@given(header=st.lists(st.sampled_from(HIT_COLUMNS) | st.text(max_size=8), max_size=10),
-       rows=st.lists(st.lists(csv_cells, max_size=11), max_size=10))
+@given(
+    header=st.lists(st.sampled_from(HIT_COLUMNS) | st.text(max_size=8), max_size=10),
+    rows=st.lists(st.lists(csv_cells, max_size=11), max_size=10),
+)
 def test_random_csv_is_stored_or_rejected_row_by_row(header, rows):
     text = io.StringIO()
     writer = csv.writer(text)
@@ -317,8 +403,6 @@ def test_random_csv_is_stored_or_rejected_row_by_row(header, rows):
     assert summary.rows_stored + summary.rows_rejected + summary.rows_already_stored == max(records, 0)
 
 
-
-
 @settings(max_examples=25, deadline=None, database=None)
 @given(data=st.binary(max_size=300))
 @example(data=b"\xef\xbb\xbf{}\n\x00\xff\n[[[[")
@@ -327,10 +411,13 @@ def test_random_bytes_as_jsonl_never_crash(suffix, data):
     _load(data, suffix)
 
 
-@pytest.mark.parametrize("data", [
-    pytest.param(b"url\n\xff\xfe\n", id="invalid-utf8"),
-    pytest.param(b"url\n" + b"x" * 200_000 + b"\n", id="cell-over-csv-field-limit"),
-], )
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"url\n\xff\xfe\n", id="invalid-utf8"),
+        pytest.param(b"url\n" + b"x" * 200_000 + b"\n", id="cell-over-csv-field-limit"),
+    ],
+)
 def test_undecodable_csv_is_refused_not_crashed(data):
     _load(data, ".csv")
 
@@ -341,12 +428,17 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-@pytest.mark.parametrize("data", [
-    pytest.param(b"", id="empty"),
-    pytest.param(b"PAR1 not really parquet", id="corrupt"),
-    pytest.param(_parquet_bytes(pa.table({"view_time": pa.array([2**62], pa.timestamp("ms"))})), id="year-past-9999"),
-    pytest.param(_parquet_bytes(pa.table({"view_time": pa.array([2**62], pa.timestamp("ns"))})), id="nanoseconds"),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"PAR1 not really parquet", id="corrupt"),
+        pytest.param(
+            _parquet_bytes(pa.table({"view_time": pa.array([2**62], pa.timestamp("ms"))})), id="year-past-9999"
+        ),
+        pytest.param(_parquet_bytes(pa.table({"view_time": pa.array([2**62], pa.timestamp("ns"))})), id="nanoseconds"),
+    ],
+)
 def test_unreadable_parquet_is_refused_not_crashed(data):
     _load(data, ".parquet")
 

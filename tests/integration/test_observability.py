@@ -29,10 +29,24 @@ def test_request_id_is_echoed_or_made(http, tenant):
 
 
 def test_logs_never_carry_secrets_or_tokens(http, tenant, capsys):
-    http.post("/v1/oauth/token", json={"client_id": tenant.client_id, "client_secret": tenant.client_secret,
-                                       "grant_type": "client_credentials", "scope": "data-export"})
-    http.post("/v1/oauth/token", json={"client_id": tenant.client_id, "client_secret": "wrong-secret-value",
-                                       "grant_type": "client_credentials", "scope": "data-export"})
+    http.post(
+        "/v1/oauth/token",
+        json={
+            "client_id": tenant.client_id,
+            "client_secret": tenant.client_secret,
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+    )
+    http.post(
+        "/v1/oauth/token",
+        json={
+            "client_id": tenant.client_id,
+            "client_secret": "wrong-secret-value",
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+    )
     http.get("/v1/exports", headers=tenant.headers)
     http.get("/files/exports/1/x.csv.gz?expires=1&sig=deadbeef")
     out = capsys.readouterr()

@@ -27,13 +27,30 @@ def session(user, views, *, country="FR", device=1, city="Paris", custom=None, d
     for n in range(1, views + 1):
         row = {name: None for name in PAGEVIEW_SCHEMA.names}
         row.update(
-            project_id=7, user_id_unhashed=user, user_id=int(user[1:]), session_number=1, session_id=1,
-            session_time=t0, view_number=n, view_time=t0 + timedelta(minutes=n), device_id=device,
-            country_code=country, city=city, view_duration_msec=1000, is_excludable=0,
-            custom_vars=[{"position": p, "key": f"k{p}", "value": v, "scope": "page"}
-                         for p, v in (custom or {}).get(n, [])],
-            dynamic_vars=[{"key": k, "string_value": v if isinstance(v, str) else None,
-                           "number_value": v if isinstance(v, int) else None} for k, v in (dynamic or {}).get(n, [])],
+            project_id=7,
+            user_id_unhashed=user,
+            user_id=int(user[1:]),
+            session_number=1,
+            session_id=1,
+            session_time=t0,
+            view_number=n,
+            view_time=t0 + timedelta(minutes=n),
+            device_id=device,
+            country_code=country,
+            city=city,
+            view_duration_msec=1000,
+            is_excludable=0,
+            custom_vars=[
+                {"position": p, "key": f"k{p}", "value": v, "scope": "page"} for p, v in (custom or {}).get(n, [])
+            ],
+            dynamic_vars=[
+                {
+                    "key": k,
+                    "string_value": v if isinstance(v, str) else None,
+                    "number_value": v if isinstance(v, int) else None,
+                }
+                for k, v in (dynamic or {}).get(n, [])
+            ],
             transactions=[{"id": "T", "revenue_cents": revenue, "transaction_time": t0}] if revenue and n == 1 else [],
         )
         out.append(row)
@@ -42,8 +59,15 @@ def session(user, views, *, country="FR", device=1, city="Paris", custom=None, d
 
 ROWS = (
     session("s1", 3, custom={2: [(3, "checkout")]}, dynamic={1: [("AB Test", "B"), (EVIL, "yes")]}, revenue=500)
-    + session("s2", 1, country="DE", device=2, custom={1: [(3, "home")]},
-              dynamic={1: [("AB Test", "A"), ("score", 10)]}, minute=1)
+    + session(
+        "s2",
+        1,
+        country="DE",
+        device=2,
+        custom={1: [(3, "home")]},
+        dynamic={1: [("AB Test", "A"), ("score", 10)]},
+        minute=1,
+    )
     + session("s3", 4, device=4, city=None, dynamic={3: [("score", 50)]}, minute=2)
     + session("s4", 2, country=None, custom={2: [(3, "checkout step 2")]}, minute=3)
 )
@@ -65,9 +89,18 @@ def con():
 
 
 def export(con, files, raw_filter, scope=Scope.SESSIONS, field="user_id_unhashed", device_ids=None):
-    q = build_export_query(files=files, project_id=7, scope=scope, fields=[FieldSpec(field)], window_start=START,
-                           window_end=START + timedelta(days=1), timezone="UTC", device_ids=device_ids,
-                           segment_filter=parse_segment_filter(raw_filter) if raw_filter else None, output="typed")
+    q = build_export_query(
+        files=files,
+        project_id=7,
+        scope=scope,
+        fields=[FieldSpec(field)],
+        window_start=START,
+        window_end=START + timedelta(days=1),
+        timezone="UTC",
+        device_ids=device_ids,
+        segment_filter=parse_segment_filter(raw_filter) if raw_filter else None,
+        output="typed",
+    )
     return con.sql(q.sql, params=q.params).to_arrow_table().column(0).to_pylist()
 
 
@@ -96,12 +129,25 @@ CASES = [
     ({"dynamicVar": "score", "op": "exists", "value": False}, ["s1", "s4"]),
     ({"dynamicVar": EVIL, "op": "eq", "value": "yes"}, ["s1"]),
     ({"field": "city", "op": "eq", "value": EVIL}, []),
-    ({"all": [{"field": "country_code", "op": "eq", "value": "FR"},
-              {"any": [{"field": "device_id", "op": "in", "value": [2, 4]},
-                       {"customVar": 3, "op": "eq", "value": "checkout"}]},
-              {"field": "session_number_of_views", "op": "gte", "value": 3}]}, ["s1", "s3"]),
-    ({"not": {"any": [{"dynamicVar": "AB Test", "op": "exists"}, {"field": "device_id", "op": "eq", "value": 4}]}},
-     ["s4"]),
+    (
+        {
+            "all": [
+                {"field": "country_code", "op": "eq", "value": "FR"},
+                {
+                    "any": [
+                        {"field": "device_id", "op": "in", "value": [2, 4]},
+                        {"customVar": 3, "op": "eq", "value": "checkout"},
+                    ]
+                },
+                {"field": "session_number_of_views", "op": "gte", "value": 3},
+            ]
+        },
+        ["s1", "s3"],
+    ),
+    (
+        {"not": {"any": [{"dynamicVar": "AB Test", "op": "exists"}, {"field": "device_id", "op": "eq", "value": 4}]}},
+        ["s4"],
+    ),
 ]
 
 

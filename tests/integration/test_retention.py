@@ -16,8 +16,19 @@ NOW = datetime(2026, 3, 20, 9, 30, tzinfo=UTC)
 
 def rows_on(day: date) -> list[dict]:
     t = f"{day.isoformat()}T12:00:00Z"
-    return validate_hits([{"user_id_unhashed": f"u-{day}", "session_number": 1, "session_time": t,
-                           "view_number": 1, "view_time": t, "device_id": 2, "url": "https://x/"}]).rows
+    return validate_hits(
+        [
+            {
+                "user_id_unhashed": f"u-{day}",
+                "session_number": 1,
+                "session_time": t,
+                "view_number": 1,
+                "view_time": t,
+                "device_id": 2,
+                "url": "https://x/",
+            }
+        ]
+    ).rows
 
 
 @pytest.fixture

@@ -89,23 +89,32 @@ def test_signed_urls_resist_tampering_and_traversal(api, exported):
 
 
 def test_hostile_text_is_stored_and_exported_verbatim(api, http, tenant):
-    hostile = "x'); DROP TABLE job_runs; -- \"quoted\" ,; 📦 " + "é" * 200
+    hostile = 'x\'); DROP TABLE job_runs; -- "quoted" ,; 📦 ' + "é" * 200
     now = api.clock()
-    hit = {"user_id_unhashed": hostile[:100], "session_number": 1, "view_number": 1,
-           "session_time": (now - timedelta(days=2)).isoformat(), "view_time": (now - timedelta(days=2)).isoformat(),
-           "device_id": 1, "url": "https://a.example/?q=' OR 1=1 --", "title": hostile[:255],
-           "dynamic_vars": {hostile[:512]: hostile[:255]}, "custom_vars": [{"position": 3, "key": hostile[:512],
-                                                                            "value": hostile[:255]}]}
+    hit = {
+        "user_id_unhashed": hostile[:100],
+        "session_number": 1,
+        "view_number": 1,
+        "session_time": (now - timedelta(days=2)).isoformat(),
+        "view_time": (now - timedelta(days=2)).isoformat(),
+        "device_id": 1,
+        "url": "https://a.example/?q=' OR 1=1 --",
+        "title": hostile[:255],
+        "dynamic_vars": {hostile[:512]: hostile[:255]},
+        "custom_vars": [{"position": 3, "key": hostile[:512], "value": hostile[:255]}],
+    }
     stored = http.post("/ingest/v1/pageviews", json=[hit], headers={"X-Ingest-Key": tenant.ingest_key})
     assert stored.json()["payload"]["stored"] == 1
     day = (now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
     body = example_once(day=day - timedelta(days=1))  # [3 days ago, yesterday): closed a day ago at any hour
     body["name"] = hostile
     body["deviceLabel"] = "all"
-    body["fields"] = [{"fieldName": "title", "aliasName": hostile[:255]},
-                      {"fieldName": "dynamic_var", "dynamicVarKey": hostile[:512], "aliasName": "dv"},
-                      {"fieldName": "custom_var", "customVarPosition": 3, "aliasName": "cv"},
-                      {"fieldName": "url"}]
+    body["fields"] = [
+        {"fieldName": "title", "aliasName": hostile[:255]},
+        {"fieldName": "dynamic_var", "dynamicVarKey": hostile[:512], "aliasName": "dv"},
+        {"fieldName": "custom_var", "customVarPosition": 3, "aliasName": "cv"},
+        {"fieldName": "url"},
+    ]
     result = run_job(api, http, tenant, body)
     part = gzip.decompress(httpx.get(result["detail"]["files"][0]["url"]).content).decode()
     rows = list(csv.reader(io.StringIO(part)))

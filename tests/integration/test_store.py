@@ -28,28 +28,76 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 def full_hit(user: str, view: int, session_time: str = "2026-03-01T23:50:00Z") -> dict:
     """A hit with every column of the schema set (nested ones too)."""
     return {
-        "user_id_unhashed": user, "session_number": 2, "session_time": session_time, "view_number": view,
-        "view_time": 1772409000000 + view * 1000, "device_id": 4, "city": "Paris", "country_code": "FR",
-        "language": "fr", "browser_name": "Chrome", "browser_version": "120.0.1", "platform_name": "Android",
-        "platform_version": "14", "os_version": "14.1", "app_version": "3.2.1", "model": "Pixel 8",
-        "manufacturer": "Google", "density": 2.5, "screen_height": 2400, "screen_width": 1080,
-        "window_height": 2200, "window_width": 1080, "document_height": 5000, "document_width": 1080,
-        "referer_url": "https://www.google.com/", "url": f"https://shop.example/p/{view}?utm_source=x",
-        "title": "Product", "screen_name": "ProductScreen", "view_duration_msec": 12345,
-        "page_interaction_time_msec": 2000, "scroll_rate": 42.5, "dom_interactive_after_msec": 800,
-        "fully_loaded": 1500, "start_render": 400, "frustration_score": 12, "rage_click_all_targets_ind": 1,
-        "multiple_button_interaction_ind": 0, "any_api_error_ind": 1, "api_error_after_click_ind": 0,
+        "user_id_unhashed": user,
+        "session_number": 2,
+        "session_time": session_time,
+        "view_number": view,
+        "view_time": 1772409000000 + view * 1000,
+        "device_id": 4,
+        "city": "Paris",
+        "country_code": "FR",
+        "language": "fr",
+        "browser_name": "Chrome",
+        "browser_version": "120.0.1",
+        "platform_name": "Android",
+        "platform_version": "14",
+        "os_version": "14.1",
+        "app_version": "3.2.1",
+        "model": "Pixel 8",
+        "manufacturer": "Google",
+        "density": 2.5,
+        "screen_height": 2400,
+        "screen_width": 1080,
+        "window_height": 2200,
+        "window_width": 1080,
+        "document_height": 5000,
+        "document_width": 1080,
+        "referer_url": "https://www.google.com/",
+        "url": f"https://shop.example/p/{view}?utm_source=x",
+        "title": "Product",
+        "screen_name": "ProductScreen",
+        "view_duration_msec": 12345,
+        "page_interaction_time_msec": 2000,
+        "scroll_rate": 42.5,
+        "dom_interactive_after_msec": 800,
+        "fully_loaded": 1500,
+        "start_render": 400,
+        "frustration_score": 12,
+        "rage_click_all_targets_ind": 1,
+        "multiple_button_interaction_ind": 0,
+        "any_api_error_ind": 1,
+        "api_error_after_click_ind": 0,
         "is_excludable": 0,
-        "errors": [{"message": "TypeError: x", "error_time": "2026-03-02T00:01:00Z", "filename": "app.js",
-                    "error_type": "js", "line_number": 10, "col_number": 4}],
-        "custom_vars": [{"position": 1, "key": "Goal achieved", "value": "true", "scope": "session"},
-                        {"position": 3, "key": "pageType", "value": "product"}],
+        "errors": [
+            {
+                "message": "TypeError: x",
+                "error_time": "2026-03-02T00:01:00Z",
+                "filename": "app.js",
+                "error_type": "js",
+                "line_number": 10,
+                "col_number": 4,
+            }
+        ],
+        "custom_vars": [
+            {"position": 1, "key": "Goal achieved", "value": "true", "scope": "session"},
+            {"position": 3, "key": "pageType", "value": "product"},
+        ],
         "dynamic_vars": [{"key": "AB Test", "value": "B"}, {"key": "cart_value", "value": 4294967296}],
         "transactions": [{"id": "T1", "revenue_cents": 12999, "transaction_time": 1772409100000}],
-        "transaction_items": [{"id": "T1", "sku": "SKU-1", "catalog_id": "C", "product_id_hashed": 2**64 - 1,
-                               "revenue_cents": 12999, "quantity": 2, "transaction_time": 1772409100000}],
-        "add_to_cart_items": [{"sku": "SKU-1", "catalog_id": "C", "product_id_hashed": 7,
-                               "add_to_cart_time": "2026-03-01T23:59:00+01:00"}],
+        "transaction_items": [
+            {
+                "id": "T1",
+                "sku": "SKU-1",
+                "catalog_id": "C",
+                "product_id_hashed": 2**64 - 1,
+                "revenue_cents": 12999,
+                "quantity": 2,
+                "transaction_time": 1772409100000,
+            }
+        ],
+        "add_to_cart_items": [
+            {"sku": "SKU-1", "catalog_id": "C", "product_id_hashed": 7, "add_to_cart_time": "2026-03-01T23:59:00+01:00"}
+        ],
         "app_events": [{"event_name": "app_start", "event_time": 1772409000000, "event_type": 0}],
     }
 
@@ -133,11 +181,15 @@ rows = validate_hits([hit("u", v, 1 + v % 3) for v in range(1, 31)]).rows
 
 
 def test_crash_before_commit_leaves_nothing_and_is_cleaned_up(tmp_path):
-    child = _run_child(tmp_path, CHILD_PRELUDE.format(src=SRC) + """
+    child = _run_child(
+        tmp_path,
+        CHILD_PRELUDE.format(src=SRC)
+        + """
 store = PageviewStore(root)
 store_module.PageviewStore._log_commit = lambda *a: os._exit(9)   # die at the commit point
 store.append(1, rows)
-""")
+""",
+    )
     assert child.returncode == 9, child.stderr
     staged = list((tmp_path / "_store" / "staging").glob("*/*.parquet"))
     assert len(staged) == 3  # three session days were staged...
@@ -147,22 +199,34 @@ store.append(1, rows)
 
 
 def test_crash_after_commit_point_is_rolled_forward(tmp_path):
-    child = _run_child(tmp_path, CHILD_PRELUDE.format(src=SRC) + """
+    child = _run_child(
+        tmp_path,
+        CHILD_PRELUDE.format(src=SRC)
+        + """
 store = PageviewStore(root)
 store_module.PageviewStore._move_into_place = lambda *a, **k: os._exit(9)   # die right after committing
 store.append(1, rows)
-""")
+""",
+    )
     assert child.returncode == 9, child.stderr
     assert visible_files(tmp_path) == []
     with PageviewStore(tmp_path) as store:  # recovery finishes the batch, whole
         assert len(visible_files(tmp_path)) == 3
         assert read_all(tmp_path, 1).num_rows == 30
-        same_rows = validate_hits([
-            {"user_id_unhashed": "u", "session_number": 1, "session_time": f"2026-03-{1 + v % 3:02d}T10:00:00Z",
-             "view_number": v, "view_time": f"2026-03-{1 + v % 3:02d}T10:00:00Z", "device_id": 1,
-             "url": "https://x/"}
-            for v in range(1, 31)
-        ]).rows
+        same_rows = validate_hits(
+            [
+                {
+                    "user_id_unhashed": "u",
+                    "session_number": 1,
+                    "session_time": f"2026-03-{1 + v % 3:02d}T10:00:00Z",
+                    "view_number": v,
+                    "view_time": f"2026-03-{1 + v % 3:02d}T10:00:00Z",
+                    "device_id": 1,
+                    "url": "https://x/",
+                }
+                for v in range(1, 31)
+            ]
+        ).rows
         assert store.append(1, same_rows).duplicate  # the client's retry is recognised
         assert read_all(tmp_path, 1).num_rows == 30
     assert list((tmp_path / "_store" / "staging").glob("*/*.parquet")) == []
@@ -174,7 +238,7 @@ def test_a_torn_commit_line_of_a_dead_writer_is_dropped(tmp_path):
         first = store.append(1, rows)
         log = tmp_path / "_store" / "batches" / "project_id=1" / f"{datetime.now(UTC).date().isoformat()}.log"
         with open(log, "ab") as f:
-            f.write(b"deadbeef\t[[\"_store/sta")  # a writer killed in the middle of its line
+            f.write(b'deadbeef\t[["_store/sta')  # a writer killed in the middle of its line
         second = store.append(1, validate_hits([full_hit("v", 1)]).rows)
         assert log.read_bytes().count(b"\n") == 2 and b"deadbeef" not in log.read_bytes()
     with PageviewStore(tmp_path) as reopened:
@@ -184,13 +248,16 @@ def test_a_torn_commit_line_of_a_dead_writer_is_dropped(tmp_path):
     assert read_all(tmp_path, 1).num_rows == 3
 
 
-CRASH_CHILD = CHILD_PRELUDE + """
+CRASH_CHILD = (
+    CHILD_PRELUDE
+    + """
 store = PageviewStore(root)
 for b in range(10_000):   # a client that retries every batch from the start after each crash
     batch = validate_hits([hit(f"user-{{b}}", v, 1 + (b + v) % 2) for v in range(1, 21)]).rows
     store.append(1, batch)
     print(b, flush=True)
 """
+)
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -200,7 +267,9 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, round_)
     for _ in range(2):
         child = subprocess.Popen(
             [sys.executable, "-c", CRASH_CHILD.format(src=SRC), str(tmp_path)],
-            stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=SRC),
+            stdout=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=SRC),
         )
         first = child.stdout.readline()  # wait for the child's first acknowledgement, whatever the load
         time.sleep(rng.uniform(0.0, 0.4))  # then kill it at a random moment of its work
@@ -210,8 +279,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, round_)
     assert acknowledged, "the child acknowledged no batch before being killed"
     with PageviewStore(tmp_path):
         table = read_all(tmp_path, 1)
-    keys = list(zip(table.column("user_id_unhashed").to_pylist(), table.column("view_number").to_pylist(),
-                    strict=True))
+    keys = list(zip(table.column("user_id_unhashed").to_pylist(), table.column("view_number").to_pylist(), strict=True))
     assert len(keys) == len(set(keys)), "a pageview is stored twice"
     users = {u for u, _ in keys}
     for b in acknowledged:
@@ -222,12 +290,15 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, round_)
     assert set(per_user.values()) == {20}, "a batch is stored in part"
 
 
-APPENDER = CHILD_PRELUDE + """
+APPENDER = (
+    CHILD_PRELUDE
+    + """
 name = sys.argv[2]
 store = PageviewStore(root)
 for b in range(25):
     store.append(1, validate_hits([hit(f"{{name}}-{{b}}", v, 1 + v % 2) for v in range(1, 41)]).rows)
 """
+)
 
 
 def test_two_processes_append_while_a_reader_reads(tmp_path):
@@ -330,14 +401,18 @@ def test_a_key_sent_again_with_other_rows_is_refused_across_restarts_and_process
         assert not store.append(2, other, batch_key="order-7").duplicate  # keys are per project
     with PageviewStore(tmp_path) as reopened, pytest.raises(IdempotencyKeyReused):
         reopened.append(1, other, batch_key="order-7")
-    child = _run_child(tmp_path, CHILD_PRELUDE.format(src=SRC) + """
+    child = _run_child(
+        tmp_path,
+        CHILD_PRELUDE.format(src=SRC)
+        + """
 from dataexport.warehouse.store import IdempotencyKeyReused
 with PageviewStore(root) as store:
     try:
         store.append(1, rows, batch_key="order-7")
     except IdempotencyKeyReused as exc:
         print(exc.error_code, exc.status)
-""")
+""",
+    )
     assert child.stdout.split() == ["IDEMPOTENCY_KEY_REUSED", "422"], child.stderr
     assert read_all(tmp_path, 1).num_rows == 3
     assert list((tmp_path / "_store" / "staging").glob("*/*.parquet")) == []

@@ -18,22 +18,41 @@ T0 = datetime(2026, 2, 14, 10, tzinfo=UTC)
 
 def view(project_id=7, n=1, minutes=0, custom=(), dynamic=()):
     row = {name: None for name in PAGEVIEW_SCHEMA.names}
-    row.update(project_id=project_id, user_id_unhashed=f"u{n}", session_number=1, session_time=T0, view_number=1,
-               view_time=T0 + timedelta(minutes=minutes),
-               custom_vars=[{"position": p, "key": k, "value": v, "scope": "page"} for p, k, v in custom],
-               dynamic_vars=[{"key": k, "string_value": v if isinstance(v, str) else None,
-                              "number_value": v if isinstance(v, int) else None} for k, v in dynamic])
+    row.update(
+        project_id=project_id,
+        user_id_unhashed=f"u{n}",
+        session_number=1,
+        session_time=T0,
+        view_number=1,
+        view_time=T0 + timedelta(minutes=minutes),
+        custom_vars=[{"position": p, "key": k, "value": v, "scope": "page"} for p, k, v in custom],
+        dynamic_vars=[
+            {
+                "key": k,
+                "string_value": v if isinstance(v, str) else None,
+                "number_value": v if isinstance(v, int) else None,
+            }
+            for k, v in dynamic
+        ],
+    )
     return row
 
 
 @pytest.fixture
 def files(tmp_path):
     rows = [
-        view(n=1, custom=[(2, "dataType", "recording"), (1, "Goal achieved", "true")],
-             dynamic=[("AB Test", "B"), ("score", 4294967296)]),
+        view(
+            n=1,
+            custom=[(2, "dataType", "recording"), (1, "Goal achieved", "true")],
+            dynamic=[("AB Test", "B"), ("score", 4294967296)],
+        ),
         view(n=2, custom=[(2, "dataType", "journey"), (2, "datatype", "zoning")], dynamic=[("mixed", 3)]),
-        view(n=3, minutes=90, custom=[(2, "dataType", "journey"), (3, "pageType", None)],
-             dynamic=[("mixed", "three"), ("late", "x"), ("x'); DROP TABLE t; --", "y")]),
+        view(
+            n=3,
+            minutes=90,
+            custom=[(2, "dataType", "journey"), (3, "pageType", None)],
+            dynamic=[("mixed", "three"), ("late", "x"), ("x'); DROP TABLE t; --", "y")],
+        ),
         view(project_id=8, n=4, custom=[(5, "other", "hidden")], dynamic=[("other project", "z")]),
     ]
     d = partition_dir(tmp_path, 7, date(2026, 2, 14))
@@ -57,10 +76,17 @@ def test_custom_var_values_are_capped(files):
 
 def test_dynamic_var_keys_and_types_in_range(files):
     assert list_dynamic_var_keys(files, 7, T0, T0 + timedelta(hours=1)) == [
-        {"key": "AB Test", "type": "string"}, {"key": "mixed", "type": "number"}, {"key": "score", "type": "number"}]
+        {"key": "AB Test", "type": "string"},
+        {"key": "mixed", "type": "number"},
+        {"key": "score", "type": "number"},
+    ]
     assert list_dynamic_var_keys(files, 7, T0, T0 + timedelta(hours=2)) == [
-        {"key": "AB Test", "type": "string"}, {"key": "late", "type": "string"}, {"key": "mixed", "type": "string"},
-        {"key": "score", "type": "number"}, {"key": "x'); DROP TABLE t; --", "type": "string"}]
+        {"key": "AB Test", "type": "string"},
+        {"key": "late", "type": "string"},
+        {"key": "mixed", "type": "string"},
+        {"key": "score", "type": "number"},
+        {"key": "x'); DROP TABLE t; --", "type": "string"},
+    ]
     assert list_dynamic_var_keys(files, 7, T0 + timedelta(hours=2), T0 + timedelta(hours=3)) == []
 
 

@@ -225,6 +225,11 @@ def test_a_full_disk_raises_storage_error_and_leaves_nothing(con, tmp_path):
     work.mkdir()
     (work / ".part-00000.csv.gz.tmp").symlink_to("/dev/full")
     with pytest.raises(StorageError):
-        write_parts(batches(con, SOURCE_SQL.format(rows=50_000)), fmt=Format.CSV, columns=COLUMNS,
-                    work_dir=work, part_max_bytes=1 << 20)
+        write_parts(
+            batches(con, SOURCE_SQL.format(rows=50_000)),
+            fmt=Format.CSV,
+            columns=COLUMNS,
+            work_dir=work,
+            part_max_bytes=1 << 20,
+        )
     assert list(work.iterdir()) == []

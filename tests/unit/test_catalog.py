@@ -38,8 +38,9 @@ errors.error_time errors.filename errors.error_type errors.line_number errors.co
 utm_campaign utm_content utm_term""")
 
 
-@pytest.mark.parametrize(("names", "scopes"), [(BOTH, list(Scope)), (SESSIONS, [Scope.SESSIONS]),
-                                               (VIEWS, [Scope.VIEWS])])
+@pytest.mark.parametrize(
+    ("names", "scopes"), [(BOTH, list(Scope)), (SESSIONS, [Scope.SESSIONS]), (VIEWS, [Scope.VIEWS])]
+)
 def test_every_spec_field_is_on_its_scopes(names, scopes):
     for scope in scopes:
         missing = [n for n in names if lookup(scope, n) is None]

@@ -32,8 +32,13 @@ def views() -> pa.Table:
 @pytest.fixture(scope="module")
 def firsts(views) -> list[dict]:
     """One row per session (its first view)."""
-    return [r for r in views.select(["session_id", "view_number", "device_id", "session_number", "session_time",
-                                     "is_excludable"]).to_pylist() if r["view_number"] == 1]
+    return [
+        r
+        for r in views.select(
+            ["session_id", "view_number", "device_id", "session_number", "session_time", "is_excludable"]
+        ).to_pylist()
+        if r["view_number"] == 1
+    ]
 
 
 def test_deterministic_for_a_seed():
@@ -74,9 +79,26 @@ def test_nothing_after_now_and_views_after_their_session_start(views):
 
 
 def test_content_covers_the_features_exports_need(views):
-    rows = views.slice(0, 12000).select([
-        "url", "custom_vars", "dynamic_vars", "transactions", "transaction_items", "add_to_cart_items", "errors",
-        "rage_click_all_targets_ind", "is_excludable", "device_id", "app_events", "browser_name"]).to_pylist()
+    rows = (
+        views.slice(0, 12000)
+        .select(
+            [
+                "url",
+                "custom_vars",
+                "dynamic_vars",
+                "transactions",
+                "transaction_items",
+                "add_to_cart_items",
+                "errors",
+                "rage_click_all_targets_ind",
+                "is_excludable",
+                "device_id",
+                "app_events",
+                "browser_name",
+            ]
+        )
+        .to_pylist()
+    )
     assert any("utm_source=" in r["url"] and "?" in r["url"] for r in rows)
     assert {c["position"] for r in rows for c in r["custom_vars"]} == {1, 2, 3}
     dyn = [d for r in rows for d in r["dynamic_vars"]]

@@ -99,9 +99,12 @@ def test_anything_but_text_is_refused_naming_the_field(raw):
 
 # --- domain.jobspec.parse_job_spec ------------------------------------------------------------------------
 
+
 def valid_body() -> dict:
     return {
-        "name": "Nightly", "format": "CSV", "scope": "views",
+        "name": "Nightly",
+        "format": "CSV",
+        "scope": "views",
         "frequency": {"value": "once", "dateRange": {"from": "2026-06-10", "to": "2026-06-11T23:59:59.999Z"}},
         "fields": [{"fieldName": "session_id"}, {"fieldName": "custom_var", "customVarPosition": 2}],
         "deviceLabel": "all",
@@ -110,10 +113,22 @@ def valid_body() -> dict:
 
 # Paths into the valid body where a mutation lands: every level a client can get wrong.
 BODY_PATHS = [
-    ("name",), ("format",), ("scope",), ("frequency",), ("frequency", "value"), ("frequency", "dateRange"),
-    ("frequency", "dateRange", "from"), ("frequency", "dateRange", "to"), ("fields",), ("fields", 0),
-    ("fields", 1, "customVarPosition"), ("fields", 0, "aliasName"), ("fields", 1, "dynamicVarKey"),
-    ("deviceLabel",), ("segmentId",), ("unknownKey",),
+    ("name",),
+    ("format",),
+    ("scope",),
+    ("frequency",),
+    ("frequency", "value"),
+    ("frequency", "dateRange"),
+    ("frequency", "dateRange", "from"),
+    ("frequency", "dateRange", "to"),
+    ("fields",),
+    ("fields", 0),
+    ("fields", 1, "customVarPosition"),
+    ("fields", 0, "aliasName"),
+    ("fields", 1, "dynamicVarKey"),
+    ("deviceLabel",),
+    ("segmentId",),
+    ("unknownKey",),
 ]
 
 
@@ -169,14 +184,19 @@ scalar_values = st.integers(-10, 10**6) | st.floats(allow_nan=True) | st.text(ma
 conditions = st.fixed_dictionaries(
     {"op": st.sampled_from([*OPS, "like", 1])},
     optional={"value": scalar_values | st.lists(scalar_values, max_size=3) | st.none()},
-).flatmap(lambda base: st.sampled_from([
-    {**base, "field": name} for name in SEGMENT_FIELDS[:6]
-] + [{**base, "customVar": 3}, {**base, "dynamicVar": "AB Test"}, {**base, "customVar": 0}, {**base}]))
+).flatmap(
+    lambda base: st.sampled_from(
+        [{**base, "field": name} for name in SEGMENT_FIELDS[:6]]
+        + [{**base, "customVar": 3}, {**base, "dynamicVar": "AB Test"}, {**base, "customVar": 0}, {**base}]
+    )
+)
 filters = st.recursive(
     conditions,
-    lambda children: (st.builds(lambda c: {"all": c}, st.lists(children, max_size=3))
-                      | st.builds(lambda c: {"any": c}, st.lists(children, max_size=3))
-                      | st.builds(lambda c: {"not": c}, children)),
+    lambda children: (
+        st.builds(lambda c: {"all": c}, st.lists(children, max_size=3))
+        | st.builds(lambda c: {"any": c}, st.lists(children, max_size=3))
+        | st.builds(lambda c: {"not": c}, children)
+    ),
     max_leaves=12,
 )
 
@@ -209,18 +229,26 @@ def test_deeply_nested_json_text_is_refused():
 
 # --- warehouse.hits.validate_hit / validate_hits --------------------------------------------------------
 
+
 def valid_hit(i: int = 0) -> dict:
     return {
-        "user_id_unhashed": f"visitor-{i}", "session_number": 1, "session_time": "2026-03-01T10:00:00Z",
-        "view_number": 1 + i, "view_time": 1772359200000 + i, "device_id": 1, "url": "https://x.example/",
+        "user_id_unhashed": f"visitor-{i}",
+        "session_number": 1,
+        "session_time": "2026-03-01T10:00:00Z",
+        "view_number": 1 + i,
+        "view_time": 1772359200000 + i,
+        "device_id": 1,
+        "url": "https://x.example/",
         "custom_vars": [{"position": 2, "key": "pageType", "value": "product"}],
         "dynamic_vars": {"AB Test": "A", "cart": 12},
     }
 
 
 HIT_KEYS = [*SCALARS, *NESTED, "custom_vars", "dynamic_vars", *DERIVED, "bogus"]
-hit_values = json_values | st.integers(-(2**70), 2**70) | st.sampled_from(
-    ["2026-03-01T10:00:00Z", "2026-03-01T10:00:00", "1970-01-01T00:00:00+14:00", "", "x" * 300]
+hit_values = (
+    json_values
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from(["2026-03-01T10:00:00Z", "2026-03-01T10:00:00", "1970-01-01T00:00:00+14:00", "", "x" * 300])
 )
 hit_mutations = st.dictionaries(st.sampled_from(HIT_KEYS), hit_values, max_size=4)
 
@@ -249,9 +277,15 @@ def test_any_value_gives_a_row_or_its_errors(raw):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(st.lists(st.one_of(st.builds(valid_hit, st.integers(0, 50)),
-                          hit_mutations.map(lambda m: {**valid_hit(), **m}), json_values), max_size=8),
-       st.integers(0, 100))
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(valid_hit, st.integers(0, 50)), hit_mutations.map(lambda m: {**valid_hit(), **m}), json_values
+        ),
+        max_size=8,
+    ),
+    st.integers(0, 100),
+)
 def test_a_batch_accounts_for_every_hit(raws, start):
     batch = validate_hits(raws, start_index=start)
     assert len(batch.rows) + batch.rejected == len(raws)
@@ -262,9 +296,13 @@ def test_a_batch_accounts_for_every_hit(raws, start):
 
 # --- warehouse.ingest.parse_hits ------------------------------------------------------------------------
 
+
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode())
-       | st.lists(json_values, max_size=4).map(lambda v: json.dumps({"hits": v}).encode()))
+@given(
+    st.binary(max_size=200)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.lists(json_values, max_size=4).map(lambda v: json.dumps({"hits": v}).encode())
+)
 def test_any_body_gives_a_list_of_hits_or_a_body_error(body):
     try:
         hits = parse_hits(body)
@@ -279,9 +317,12 @@ def test_any_body_gives_a_list_of_hits_or_a_body_error(body):
 # --- storage.keys.validate_key --------------------------------------------------------------------------
 
 key_like = st.lists(
-    st.sampled_from(["exports", "42", "part-00000.csv.gz", ".", "..", "", ".hidden", "a=b", "%2e%2e", "a\\b",
-                     "é", "\x00", " ", "~"]) | st.text(max_size=6),
-    min_size=1, max_size=6,
+    st.sampled_from(
+        ["exports", "42", "part-00000.csv.gz", ".", "..", "", ".hidden", "a=b", "%2e%2e", "a\\b", "é", "\x00", " ", "~"]
+    )
+    | st.text(max_size=6),
+    min_size=1,
+    max_size=6,
 ).map("/".join)
 
 
@@ -314,8 +355,12 @@ query_text = st.text(max_size=80) | st.from_regex(r"\A-?[0-9]{1,25}\Z") | st.sam
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(st.text(max_size=60), query_text, query_text | st.from_regex(r"\A[0-9a-fA-F]{64}\Z"),
-       st.floats(allow_nan=True) | st.integers(0, 2**40))
+@given(
+    st.text(max_size=60),
+    query_text,
+    query_text | st.from_regex(r"\A[0-9a-fA-F]{64}\Z"),
+    st.floats(allow_nan=True) | st.integers(0, 2**40),
+)
 def test_any_query_gives_a_verdict(key, expires, sig, now):
     assert verify(SECRET, key, expires, sig, now) in set(Verdict)
 
@@ -333,6 +378,7 @@ def test_a_signed_url_verifies_until_it_expires_and_not_once_altered(key, expire
 
 
 # --- storage.http.parse_range ---------------------------------------------------------------------------
+
 
 def expected_range(first: int | None, last: int | None, size: int):
     """RFC 9110 single byte ranges, written independently of the implementation."""
@@ -365,8 +411,10 @@ def test_well_formed_single_ranges_follow_the_rfc(first, last, size, template):
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(st.text(max_size=40) | st.from_regex(r"\A\s*bytes\s*=\s*[0-9]{0,25}\s*-\s*[0-9]{0,25}(,[0-9-]*)?\s*\Z")
-       | st.none(), st.integers(0, 10**6))
+@given(
+    st.text(max_size=40) | st.from_regex(r"\A\s*bytes\s*=\s*[0-9]{0,25}\s*-\s*[0-9]{0,25}(,[0-9-]*)?\s*\Z") | st.none(),
+    st.integers(0, 10**6),
+)
 def test_any_header_gives_a_range_inside_the_file_none_or_unsatisfiable(header, size):
     try:
         wanted = parse_range(header, size)
@@ -448,27 +496,66 @@ def test_range_headers_past_the_length_cap_are_ignored():
 
 # --- api.http_guards: Host names and JSON nesting --------------------------------------------------------
 
-@pytest.mark.parametrize("header, parsed", [
-    ("localhost", ("localhost", None)), ("LOCALHOST.:8000", ("localhost", 8000)), ("[::1]:80", ("::1", 80)),
-    ("127.0.0.1:65535", ("127.0.0.1", 65535)), ("api.example", ("api.example", None)),
-    ("", None), ("a b", None), ("evil.example@localhost", None), ("localhost:", None), ("localhost:65536", None),
-    ("localhost:80:80", None), ("[::1", None), ("[::1]x", None), ("::1", None), ("ｌocalhost", None),
-    ("localhost/x", None), ("[]:80", None), ("localhost:+80", None), ("localhost:٨٠", None),
-])
+
+@pytest.mark.parametrize(
+    "header, parsed",
+    [
+        ("localhost", ("localhost", None)),
+        ("LOCALHOST.:8000", ("localhost", 8000)),
+        ("[::1]:80", ("::1", 80)),
+        ("127.0.0.1:65535", ("127.0.0.1", 65535)),
+        ("api.example", ("api.example", None)),
+        ("", None),
+        ("a b", None),
+        ("evil.example@localhost", None),
+        ("localhost:", None),
+        ("localhost:65536", None),
+        ("localhost:80:80", None),
+        ("[::1", None),
+        ("[::1]x", None),
+        ("::1", None),
+        ("ｌocalhost", None),
+        ("localhost/x", None),
+        ("[]:80", None),
+        ("localhost:+80", None),
+        ("localhost:٨٠", None),
+    ],
+)
 def test_parse_host(header, parsed):
     assert parse_host(header) == parsed
 
 
 def test_the_host_policy_allows_loopback_public_and_listed_names_only():
-    policy = HostPolicy.from_settings(Settings(
-        host="10.0.0.5", public_base_url="https://exports.example.com/base",
-        allowed_hosts=["api.example", "other.example:8443"],
-    ))
-    for allowed in ("localhost", "localhost:1234", "127.0.0.1:8000", "[::1]:8000", "10.0.0.5:8000",
-                    "exports.example.com", "EXPORTS.example.com:443", "api.example:9", "other.example:8443", None):
+    policy = HostPolicy.from_settings(
+        Settings(
+            host="10.0.0.5",
+            public_base_url="https://exports.example.com/base",
+            allowed_hosts=["api.example", "other.example:8443"],
+        )
+    )
+    for allowed in (
+        "localhost",
+        "localhost:1234",
+        "127.0.0.1:8000",
+        "[::1]:8000",
+        "10.0.0.5:8000",
+        "exports.example.com",
+        "EXPORTS.example.com:443",
+        "api.example:9",
+        "other.example:8443",
+        None,
+    ):
         assert policy.allows(allowed), allowed
-    for refused in ("evil.example", "other.example", "other.example:443", "127.0.0.2", "localhost.evil.example",
-                    "exports.example.com.evil", "", "[::2]:80"):
+    for refused in (
+        "evil.example",
+        "other.example",
+        "other.example:443",
+        "127.0.0.2",
+        "localhost.evil.example",
+        "exports.example.com.evil",
+        "",
+        "[::2]:80",
+    ):
         assert not policy.allows(refused), refused
     wildcard_bind = HostPolicy.from_settings(Settings(host="0.0.0.0"))
     assert not wildcard_bind.allows("0.0.0.0:8000") and wildcard_bind.allows("127.0.0.1:8000")
@@ -511,14 +598,25 @@ def test_json_nested_past_the_limit_is_too_deep(depth, deep):
 
 # --- api.observability: who may scrape /metrics ---------------------------------------------------------
 
-@pytest.mark.parametrize("token, authorization, client, allowed", [
-    (None, None, "127.0.0.1", True), (None, None, "127.8.9.10", True), (None, None, "::1", True),
-    (None, None, "::ffff:127.0.0.1", True), (None, "Bearer x", "10.1.2.3", False), (None, None, None, False),
-    (None, None, "localhost", False), ("s3cret", "Bearer s3cret", "10.1.2.3", True),
-    ("s3cret", "bearer  s3cret ", "10.1.2.3", True), ("s3cret", None, "127.0.0.1", False),
-    ("s3cret", "Bearer s3cre", "127.0.0.1", False), ("s3cret", "Basic s3cret", "10.1.2.3", False),
-    ("s3cret", "Bearer sécret", "10.1.2.3", False),
-])
+
+@pytest.mark.parametrize(
+    "token, authorization, client, allowed",
+    [
+        (None, None, "127.0.0.1", True),
+        (None, None, "127.8.9.10", True),
+        (None, None, "::1", True),
+        (None, None, "::ffff:127.0.0.1", True),
+        (None, "Bearer x", "10.1.2.3", False),
+        (None, None, None, False),
+        (None, None, "localhost", False),
+        ("s3cret", "Bearer s3cret", "10.1.2.3", True),
+        ("s3cret", "bearer  s3cret ", "10.1.2.3", True),
+        ("s3cret", None, "127.0.0.1", False),
+        ("s3cret", "Bearer s3cre", "127.0.0.1", False),
+        ("s3cret", "Basic s3cret", "10.1.2.3", False),
+        ("s3cret", "Bearer sécret", "10.1.2.3", False),
+    ],
+)
 def test_metrics_access(token, authorization, client, allowed):
     refusal = metrics_refusal(token, authorization, client)
     assert (refusal is None) is allowed

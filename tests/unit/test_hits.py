@@ -18,8 +18,13 @@ from dataexport.warehouse.hits import (
 
 def hit(**overrides) -> dict:
     base = {
-        "user_id_unhashed": "visitor-1", "session_number": 1, "session_time": "2026-03-01T10:00:00Z",
-        "view_number": 1, "view_time": "2026-03-01T10:00:05.250+00:00", "device_id": 1, "url": "https://x.example/",
+        "user_id_unhashed": "visitor-1",
+        "session_number": 1,
+        "session_time": "2026-03-01T10:00:00Z",
+        "view_number": 1,
+        "view_time": "2026-03-01T10:00:05.250+00:00",
+        "device_id": 1,
+        "url": "https://x.example/",
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not ...}
@@ -53,8 +58,9 @@ def test_given_session_id_is_kept():
     assert errors_of(hit(session_id=2**64)) == [("session_id", "must be between 0 and 18446744073709551615")]
 
 
-@pytest.mark.parametrize("field", ["user_id_unhashed", "session_number", "session_time", "view_number",
-                                   "view_time", "device_id", "url"])
+@pytest.mark.parametrize(
+    "field", ["user_id_unhashed", "session_number", "session_time", "view_number", "view_time", "device_id", "url"]
+)
 def test_each_required_field(field):
     assert errors_of(hit(**{field: ...})) == [(field, "is required")]
     assert errors_of(hit(**{field: None})) == [(field, "is required")]
@@ -65,15 +71,18 @@ def test_offsets_and_epoch_milliseconds():
     assert row["session_time"] == 1772359200000 and row["view_time"] == 1772359200001
 
 
-@pytest.mark.parametrize("value, message", [
-    ("2026-03-01T10:00:00", "must carry a UTC offset or Z"),
-    ("2026-03-01", "must carry a UTC offset or Z"),
-    ("yesterday", "must be an ISO 8601 timestamp with offset or epoch milliseconds"),
-    (-1, "must be epoch milliseconds between 0 and 253402300799999"),
-    (253402300800000, "must be epoch milliseconds between 0 and 253402300799999"),
-    (1.5e12, "must be an ISO 8601 timestamp with offset or epoch milliseconds"),
-    (True, "must be an ISO 8601 timestamp with offset or epoch milliseconds"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("2026-03-01T10:00:00", "must carry a UTC offset or Z"),
+        ("2026-03-01", "must carry a UTC offset or Z"),
+        ("yesterday", "must be an ISO 8601 timestamp with offset or epoch milliseconds"),
+        (-1, "must be epoch milliseconds between 0 and 253402300799999"),
+        (253402300800000, "must be epoch milliseconds between 0 and 253402300799999"),
+        (1.5e12, "must be an ISO 8601 timestamp with offset or epoch milliseconds"),
+        (True, "must be an ISO 8601 timestamp with offset or epoch milliseconds"),
+    ],
+)
 def test_bad_times(value, message):
     assert errors_of(hit(session_time=value, view_time=value)) == [("session_time", message), ("view_time", message)]
 
@@ -82,17 +91,20 @@ def test_view_before_session_start_is_rejected():
     assert errors_of(hit(view_time="2026-03-01T09:59:59.999Z")) == [("view_time", "must not be before session_time")]
 
 
-@pytest.mark.parametrize("field, good, bad, message", [
-    ("session_number", [1, 65535], [0, 65536], "must be between 1 and 65535"),
-    ("view_number", [1, 65535], [0, 65536], "must be between 1 and 65535"),
-    ("device_id", [0, 5], [-1, 6], "must be between 0 and 5"),
-    ("screen_height", [0, 65535], [-1, 65536], "must be between 0 and 65535"),
-    ("document_width", [0, 2**32 - 1], [-1, 2**32], "must be between 0 and 4294967295"),
-    ("view_duration_msec", [0, 2**32 - 1], [-1, 2**32], "must be between 0 and 4294967295"),
-    ("frustration_score", [0, 100], [-1, 101], "must be between 0 and 100"),
-    ("rage_click_all_targets_ind", [0, 1], [-1, 2], "must be between 0 and 1"),
-    ("is_excludable", [0, 1], [2], "must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "field, good, bad, message",
+    [
+        ("session_number", [1, 65535], [0, 65536], "must be between 1 and 65535"),
+        ("view_number", [1, 65535], [0, 65536], "must be between 1 and 65535"),
+        ("device_id", [0, 5], [-1, 6], "must be between 0 and 5"),
+        ("screen_height", [0, 65535], [-1, 65536], "must be between 0 and 65535"),
+        ("document_width", [0, 2**32 - 1], [-1, 2**32], "must be between 0 and 4294967295"),
+        ("view_duration_msec", [0, 2**32 - 1], [-1, 2**32], "must be between 0 and 4294967295"),
+        ("frustration_score", [0, 100], [-1, 101], "must be between 0 and 100"),
+        ("rage_click_all_targets_ind", [0, 1], [-1, 2], "must be between 0 and 1"),
+        ("is_excludable", [0, 1], [2], "must be between 0 and 1"),
+    ],
+)
 def test_integer_ranges(field, good, bad, message):
     for value in good:
         assert errors_of(hit(**{field: value})) == []
@@ -139,10 +151,14 @@ def test_not_an_object():
 
 def test_all_errors_of_a_hit_are_reported():
     assert errors_of(hit(device_id=9, url=..., bogus=1)) == [
-        ("device_id", "must be between 0 and 5"), ("bogus", "unknown field"), ("url", "is required")]
+        ("device_id", "must be between 0 and 5"),
+        ("bogus", "unknown field"),
+        ("url", "is required"),
+    ]
 
 
 # -- custom vars ---------------------------------------------------------------------------------------
+
 
 def cv(**kw):
     return hit(custom_vars=[{"position": 1, "key": "k", "value": "v", **kw}])
@@ -155,17 +171,20 @@ def test_custom_var_defaults_to_page_scope_and_keeps_session_scope():
     assert row["custom_vars"] == [{"position": 20, "key": "k", "value": "v", "scope": "session"}]
 
 
-@pytest.mark.parametrize("kw, field, message", [
-    ({"position": 0}, "custom_vars[0].position", "must be an integer between 1 and 20"),
-    ({"position": 21}, "custom_vars[0].position", "must be an integer between 1 and 20"),
-    ({"position": "1"}, "custom_vars[0].position", "must be an integer between 1 and 20"),
-    ({"key": ""}, "custom_vars[0].key", "must not be empty"),
-    ({"key": "k" * 513}, "custom_vars[0].key", "must be at most 512 characters"),
-    ({"value": "v" * 256}, "custom_vars[0].value", "must be at most 255 characters"),
-    ({"value": True}, "custom_vars[0].value", "must be a string"),
-    ({"scope": "visit"}, "custom_vars[0].scope", 'must be "page" or "session"'),
-    ({"colour": "red"}, "custom_vars[0].colour", "unknown field"),
-])
+@pytest.mark.parametrize(
+    "kw, field, message",
+    [
+        ({"position": 0}, "custom_vars[0].position", "must be an integer between 1 and 20"),
+        ({"position": 21}, "custom_vars[0].position", "must be an integer between 1 and 20"),
+        ({"position": "1"}, "custom_vars[0].position", "must be an integer between 1 and 20"),
+        ({"key": ""}, "custom_vars[0].key", "must not be empty"),
+        ({"key": "k" * 513}, "custom_vars[0].key", "must be at most 512 characters"),
+        ({"value": "v" * 256}, "custom_vars[0].value", "must be at most 255 characters"),
+        ({"value": True}, "custom_vars[0].value", "must be a string"),
+        ({"scope": "visit"}, "custom_vars[0].scope", 'must be "page" or "session"'),
+        ({"colour": "red"}, "custom_vars[0].colour", "unknown field"),
+    ],
+)
 def test_custom_var_rules(kw, field, message):
     assert errors_of(cv(**kw)) == [(field, message)]
 
@@ -175,8 +194,9 @@ def test_custom_var_limits_are_inclusive():
 
 
 def test_custom_var_position_set_twice_keeps_the_last_value():
-    row, _ = validate_hit(hit(custom_vars=[{"position": 2, "key": "a", "value": "1"},
-                                           {"position": 2, "key": "a", "value": "2"}]), 0)
+    row, _ = validate_hit(
+        hit(custom_vars=[{"position": 2, "key": "a", "value": "1"}, {"position": 2, "key": "a", "value": "2"}]), 0
+    )
     assert [c["value"] for c in row["custom_vars"]] == ["2"]
 
 
@@ -187,18 +207,31 @@ def test_custom_vars_must_be_a_list_of_objects():
 
 # -- dynamic vars --------------------------------------------------------------------------------------
 
+
 def test_dynamic_vars_as_list_or_object_give_the_same_row():
     as_list, _ = validate_hit(hit(dynamic_vars=[{"key": "AB Test", "value": "B"}, {"key": "n", "value": 3}]), 0)
     as_object, _ = validate_hit(hit(dynamic_vars={"AB Test": "B", "n": 3}), 0)
-    assert as_list["dynamic_vars"] == as_object["dynamic_vars"] == [
-        {"key": "AB Test", "string_value": "B", "number_value": None},
-        {"key": "n", "string_value": None, "number_value": 3},
-    ]
+    assert (
+        as_list["dynamic_vars"]
+        == as_object["dynamic_vars"]
+        == [
+            {"key": "AB Test", "string_value": "B", "number_value": None},
+            {"key": "n", "string_value": None, "number_value": 3},
+        ]
+    )
 
 
-@pytest.mark.parametrize("value, ok", [
-    ("v" * 255, True), ("v" * 256, False), (0, True), (4294967296, True), (4294967297, False), (-1, False),
-])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("v" * 255, True),
+        ("v" * 256, False),
+        (0, True),
+        (4294967296, True),
+        (4294967297, False),
+        (-1, False),
+    ],
+)
 def test_dynamic_var_value_limits(value, ok):
     errors = errors_of(hit(dynamic_vars={"k": value}))
     assert (errors == []) is ok
@@ -216,7 +249,8 @@ def test_dynamic_var_keys():
     assert errors_of(hit(dynamic_vars={"k" * 513: "v"})) == [("dynamic_vars[0].key", "must be at most 512 characters")]
     assert errors_of(hit(dynamic_vars={"": "v"})) == [("dynamic_vars[0].key", "must not be empty")]
     assert errors_of(hit(dynamic_vars=[{"key": "a", "value": "b", "extra": 1}])) == [
-        ("dynamic_vars[0].extra", "unknown field")]
+        ("dynamic_vars[0].extra", "unknown field")
+    ]
     assert errors_of(hit(dynamic_vars="a=b")) == [("dynamic_vars", "must be a list")]
 
 
@@ -232,6 +266,7 @@ def test_first_40_distinct_dynamic_keys_are_kept_the_rest_dropped_silently():
 
 
 # -- other nested lists --------------------------------------------------------------------------------
+
 
 def test_nested_lists_are_checked_field_by_field():
     good = hit(

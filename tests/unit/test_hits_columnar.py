@@ -44,24 +44,61 @@ def strings(limit, empty_ok=True):
     return valid, ["x" * (limit + 1), 5] + ([] if empty_ok else ["", None])
 
 
-TIMES = (["2026-03-01T10:00:00Z", "2026-03-01T11:00:00.123456+01:00", "2026-03-01T04:30:00.125-05:30",
-          1772359200000, 1772359200999],
-         ["2026-03-01T10:00:00", -5, 253402300800000, 1.5, "nope", "2026-03-01", None, "2026-02-30T00:00:00Z",
-          "2026-03-01T24:00:00Z", "2026-03-01T23:59:60Z", "2026-03-01T00:00:00+24:00"])
+TIMES = (
+    [
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T11:00:00.123456+01:00",
+        "2026-03-01T04:30:00.125-05:30",
+        1772359200000,
+        1772359200999,
+    ],
+    [
+        "2026-03-01T10:00:00",
+        -5,
+        253402300800000,
+        1.5,
+        "nope",
+        "2026-03-01",
+        None,
+        "2026-02-30T00:00:00Z",
+        "2026-03-01T24:00:00Z",
+        "2026-03-01T23:59:60Z",
+        "2026-03-01T00:00:00+24:00",
+    ],
+)
 FIELDS = {
-    "user_id_unhashed": strings(128, empty_ok=False), "session_number": ints(1, 65535),
-    "session_time": TIMES, "view_number": ints(1, 65535), "view_time": TIMES, "device_id": ints(0, 5),
-    "url": strings(8192, empty_ok=False), "city": strings(8192), "screen_width": ints(0, 65535),
-    "document_height": ints(0, 2**32 - 1), "frustration_score": ints(0, 100), "is_excludable": ints(0, 1),
+    "user_id_unhashed": strings(128, empty_ok=False),
+    "session_number": ints(1, 65535),
+    "session_time": TIMES,
+    "view_number": ints(1, 65535),
+    "view_time": TIMES,
+    "device_id": ints(0, 5),
+    "url": strings(8192, empty_ok=False),
+    "city": strings(8192),
+    "screen_width": ints(0, 65535),
+    "document_height": ints(0, 2**32 - 1),
+    "frustration_score": ints(0, 100),
+    "is_excludable": ints(0, 1),
     "scroll_rate": ([0, 100, 55.5, None], [100.5, -0.1, float("nan"), "5", True]),
     "session_id": ([0, 2**64 - 1, None], [2**64, -1]),
 }
-REQUIRED_NOT_NULL = {"user_id_unhashed", "session_number", "session_time", "view_number", "view_time",
-                     "device_id", "url"}
+REQUIRED_NOT_NULL = {
+    "user_id_unhashed",
+    "session_number",
+    "session_time",
+    "view_number",
+    "view_time",
+    "device_id",
+    "url",
+}
 DYN_VALUES = (["v", "v" * 255, 0, 4294967296], ["v" * 256, 4294967297, -1, True, 1.5, None])
 DYN_KEYS = (["AB Test", "k", "k" * 512], ["", "k" * 513])
-CV = {"position": ints(1, 20), "key": strings(512, empty_ok=False), "value": strings(255),
-      "scope": (["page", "session"], ["visit"])}
+CV = {
+    "position": ints(1, 20),
+    "key": strings(512, empty_ok=False),
+    "value": strings(255),
+    "scope": (["page", "session"], ["visit"]),
+}
 
 
 def pick(draw, choices, dirty):
@@ -72,8 +109,15 @@ def pick(draw, choices, dirty):
 @st.composite
 def hits(draw):
     dirty_field = draw(st.sampled_from([None, None, None, "scalar", "custom", "dynamic", "nested", "unknown"]))
-    hit = {"user_id_unhashed": "u", "session_number": 1, "session_time": "2026-03-01T10:00:00Z",
-           "view_number": 1, "view_time": "2026-03-01T10:00:01Z", "device_id": 1, "url": "https://x/"}
+    hit = {
+        "user_id_unhashed": "u",
+        "session_number": 1,
+        "session_time": "2026-03-01T10:00:00Z",
+        "view_number": 1,
+        "view_time": "2026-03-01T10:00:01Z",
+        "device_id": 1,
+        "url": "https://x/",
+    }
     names = draw(st.lists(st.sampled_from(sorted(FIELDS)), min_size=1, max_size=3, unique=True))
     for i, name in enumerate(names):
         value = pick(draw, FIELDS[name], dirty_field == "scalar" and i == 0)
@@ -94,8 +138,10 @@ def hits(draw):
         hit["custom_vars"] = entries
     if draw(st.booleans()) or dirty_field == "dynamic":
         dirty = dirty_field == "dynamic"
-        pairs = [(pick(draw, DYN_KEYS, dirty and i == 0 and draw(st.booleans())),
-                  pick(draw, DYN_VALUES, dirty and i == 0)) for i in range(draw(st.integers(int(dirty), 4)))]
+        pairs = [
+            (pick(draw, DYN_KEYS, dirty and i == 0 and draw(st.booleans())), pick(draw, DYN_VALUES, dirty and i == 0))
+            for i in range(draw(st.integers(int(dirty), 4)))
+        ]
         if dirty and draw(st.booleans()):
             pairs = [(f"k{i}", i) for i in range(41)]
         if draw(st.booleans()):
@@ -106,9 +152,11 @@ def hits(draw):
         dirty = dirty_field == "nested"
         bad = draw(st.sampled_from(["message", "line_number", "error_time"])) if dirty else None
         hit["errors"] = [
-            {"message": pick(draw, strings(8192), bad == "message"),
-             "line_number": pick(draw, ints(0, 2**32 - 1), bad == "line_number"),
-             "error_time": pick(draw, TIMES, bad == "error_time")}
+            {
+                "message": pick(draw, strings(8192), bad == "message"),
+                "line_number": pick(draw, ints(0, 2**32 - 1), bad == "line_number"),
+                "error_time": pick(draw, TIMES, bad == "error_time"),
+            }
             for _ in range(draw(st.integers(int(dirty), 2)))
         ]
         hit["transactions"] = [{"id": "T", "revenue_cents": pick(draw, ints(0, 2**64 - 1), False)}]
@@ -149,9 +197,14 @@ def test_fast_path_accepts_only_what_the_per_hit_validator_accepts_and_builds_th
 
 def typical(i: int) -> dict:
     return {
-        "user_id_unhashed": f"visitor-{i // 4}", "session_number": 1 + i % 3, "session_time": 1772359200000,
-        "view_number": 1 + i % 4, "view_time": f"2026-03-01T10:0{i % 10}:00.5+00:00", "device_id": i % 6,
-        "url": "https://x/", "scroll_rate": 40 + i % 3 / 2,
+        "user_id_unhashed": f"visitor-{i // 4}",
+        "session_number": 1 + i % 3,
+        "session_time": 1772359200000,
+        "view_number": 1 + i % 4,
+        "view_time": f"2026-03-01T10:0{i % 10}:00.5+00:00",
+        "device_id": i % 6,
+        "url": "https://x/",
+        "scroll_rate": 40 + i % 3 / 2,
         "custom_vars": [{"position": 1, "key": "Goal", "value": "no", "scope": "session"}],
         "dynamic_vars": {"AB Test": "A", "cart_value": i} if i % 2 else [{"key": "n", "value": 4294967296}],
         "errors": [] if i % 3 else [{"message": "boom", "error_time": "2026-03-01T10:00:00Z"}],
@@ -186,18 +239,38 @@ def iso_instants(draw) -> str:
     exactly as datetime.fromisoformat does, or step aside."""
     moment = draw(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30)))
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    fraction = draw(st.sampled_from(["", f".{moment.microsecond // 1000:03d}", f".{moment.microsecond:06d}",
-                                     ".5", ".1234567"]))
-    zone = draw(st.one_of(st.just("Z"), st.builds(lambda sign, h, m: f"{sign}{h:02d}:{m:02d}",
-                                                   st.sampled_from("+-"), st.integers(0, 24), st.integers(0, 59))))
+    fraction = draw(
+        st.sampled_from(["", f".{moment.microsecond // 1000:03d}", f".{moment.microsecond:06d}", ".5", ".1234567"])
+    )
+    zone = draw(
+        st.one_of(
+            st.just("Z"),
+            st.builds(
+                lambda sign, h, m: f"{sign}{h:02d}:{m:02d}",
+                st.sampled_from("+-"),
+                st.integers(0, 24),
+                st.integers(0, 59),
+            ),
+        )
+    )
     return text + fraction + zone
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(iso_instants(), min_size=1, max_size=5))
 def test_iso_instants_are_read_as_python_reads_them(instants):
-    batch = [{"user_id_unhashed": "u", "session_number": 1, "session_time": t, "view_number": 1, "view_time": t,
-              "device_id": 1, "url": "https://x/"} for t in instants]
+    batch = [
+        {
+            "user_id_unhashed": "u",
+            "session_number": 1,
+            "session_time": t,
+            "view_number": 1,
+            "view_time": t,
+            "device_id": 1,
+            "url": "https://x/",
+        }
+        for t in instants
+    ]
     decoded = decode_batch(json.dumps(batch).encode())
     slow, rejected = slow_table(batch)
     if decoded is not None:
@@ -214,19 +287,40 @@ def test_common_iso_shapes_are_parsed_column_wise(monkeypatch):
 
     monkeypatch.setattr(hits_msgspec, "_times_one_by_one", one_by_one)
     times = ["2026-03-12T00:00:46.885000+00:00", "2026-03-12T01:00:46.885+01:00", "2026-03-12T00:00:46Z"]
-    batch = [{"user_id_unhashed": "u", "session_number": 1, "session_time": t, "view_number": 1, "view_time": t,
-              "device_id": 1, "url": "https://x/"} for t in times]
+    batch = [
+        {
+            "user_id_unhashed": "u",
+            "session_number": 1,
+            "session_time": t,
+            "view_number": 1,
+            "view_time": t,
+            "device_id": 1,
+            "url": "https://x/",
+        }
+        for t in times
+    ]
     decoded = decode_batch(json.dumps(batch).encode())
     assert decoded is not None and decoded.equals(slow_table(batch)[0])
     assert [v.isoformat() for v in decoded.column("view_time").to_pylist()] == [
-        "2026-03-12T00:00:46.885000+00:00", "2026-03-12T00:00:46.885000+00:00", "2026-03-12T00:00:46+00:00"]
+        "2026-03-12T00:00:46.885000+00:00",
+        "2026-03-12T00:00:46.885000+00:00",
+        "2026-03-12T00:00:46+00:00",
+    ]
 
 
 # -- the time window and the session days of a batch --------------------------------------------------------------
 
+
 def timed(i: int, session: datetime, view: datetime | None = None) -> dict:
-    return {"user_id_unhashed": f"u{i}", "session_number": 1, "view_number": 1, "device_id": 1, "url": "https://x/",
-            "session_time": session.isoformat(), "view_time": (view or session).isoformat()}
+    return {
+        "user_id_unhashed": f"u{i}",
+        "session_number": 1,
+        "view_number": 1,
+        "device_id": 1,
+        "url": "https://x/",
+        "session_time": session.isoformat(),
+        "view_time": (view or session).isoformat(),
+    }
 
 
 def test_the_window_refuses_the_future_past_the_skew_and_what_retention_deletes():
@@ -242,12 +336,16 @@ def test_the_window_refuses_the_future_past_the_skew_and_what_retention_deletes(
     table, _ = validate_to_table(batch)
     kept, errors, refused = refuse_outside(table, window)
     assert kept.column("user_id_unhashed").to_pylist() == ["u0", "u1", "u4"] and refused == 3
-    assert [(e.index, e.field) for e in errors] == [(2, "session_time"), (2, "view_time"), (3, "view_time"),
-                                                    (5, "session_time")]
-    assert errors[0].message == ("must not be after 2026-03-10T12:05:00Z (the server's time plus 300 s of clock "
-                                 "skew)")
-    assert errors[-1].message == ("must not be before 2026-02-08T00:00:00Z: the project keeps 30 days of data, "
-                                  "older sessions are deleted")
+    assert [(e.index, e.field) for e in errors] == [
+        (2, "session_time"),
+        (2, "view_time"),
+        (3, "view_time"),
+        (5, "session_time"),
+    ]
+    assert errors[0].message == ("must not be after 2026-03-10T12:05:00Z (the server's time plus 300 s of clock skew)")
+    assert errors[-1].message == (
+        "must not be before 2026-02-08T00:00:00Z: the project keeps 30 days of data, older sessions are deleted"
+    )
 
 
 def test_refused_rows_are_named_by_the_numbers_given_and_a_clean_table_is_returned_as_is():
@@ -260,11 +358,13 @@ def test_refused_rows_are_named_by_the_numbers_given_and_a_clean_table_is_return
 
 
 def test_session_days_count_the_utc_days_of_session_starts():
-    table, _ = validate_to_table([
-        timed(0, datetime(2026, 3, 1, 23, 59, tzinfo=UTC), datetime(2026, 3, 2, 0, 30, tzinfo=UTC)),
-        timed(1, datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
-        timed(2, datetime(2026, 3, 2, 0, 0, tzinfo=UTC)),
-    ])
+    table, _ = validate_to_table(
+        [
+            timed(0, datetime(2026, 3, 1, 23, 59, tzinfo=UTC), datetime(2026, 3, 2, 0, 30, tzinfo=UTC)),
+            timed(1, datetime(2026, 3, 1, 0, 0, tzinfo=UTC)),
+            timed(2, datetime(2026, 3, 2, 0, 0, tzinfo=UTC)),
+        ]
+    )
     assert session_days(table) == 2
     assert session_days(PAGEVIEW_SCHEMA.empty_table()) == 0
 

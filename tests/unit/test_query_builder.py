@@ -19,9 +19,18 @@ EVIL = "x'); DROP TABLE t; --"
 
 
 def build(**over):
-    args = dict(files=["/wh/a.parquet"], project_id=7, scope=Scope.VIEWS, fields=[FieldSpec("url")],
-                window_start=START, window_end=END, timezone="Europe/Paris", device_ids=None, segment_filter=None,
-                output="typed")
+    args = dict(
+        files=["/wh/a.parquet"],
+        project_id=7,
+        scope=Scope.VIEWS,
+        fields=[FieldSpec("url")],
+        window_start=START,
+        window_end=END,
+        timezone="Europe/Paris",
+        device_ids=None,
+        segment_filter=None,
+        output="typed",
+    )
     args.update(over)
     return build_export_query(**args)
 
@@ -31,8 +40,10 @@ def build(**over):
     [
         ({"fields": [FieldSpec("nope")]}, "fields[0].fieldName"),
         ({"fields": [FieldSpec("view_number")], "scope": Scope.SESSIONS}, "fields[0].fieldName"),
-        ({"fields": [FieldSpec("url"), FieldSpec("custom_var", custom_var_position=21)]},
-         "fields[1].customVarPosition"),
+        (
+            {"fields": [FieldSpec("url"), FieldSpec("custom_var", custom_var_position=21)]},
+            "fields[1].customVarPosition",
+        ),
         ({"fields": [FieldSpec("custom_var", custom_var_position=None)]}, "fields[0].customVarPosition"),
         ({"fields": [FieldSpec("custom_var", custom_var_position=True)]}, "fields[0].customVarPosition"),
         ({"fields": [FieldSpec("dynamic_var", dynamic_var_key="")]}, "fields[0].dynamicVarKey"),
@@ -56,10 +67,19 @@ def test_bad_input_is_a_validation_error_naming_the_field(over, field):
 
 
 def test_user_text_is_bound_never_pasted():
-    seg = parse_segment_filter({"all": [{"dynamicVar": EVIL, "op": "eq", "value": EVIL},
-                                        {"field": "city", "op": "in", "value": [EVIL, "Paris"]}]})
-    q = build(fields=[FieldSpec("dynamic_var", dynamic_var_key=EVIL), FieldSpec("custom_var", custom_var_position=3)],
-              segment_filter=seg, output="jsonl")
+    seg = parse_segment_filter(
+        {
+            "all": [
+                {"dynamicVar": EVIL, "op": "eq", "value": EVIL},
+                {"field": "city", "op": "in", "value": [EVIL, "Paris"]},
+            ]
+        }
+    )
+    q = build(
+        fields=[FieldSpec("dynamic_var", dynamic_var_key=EVIL), FieldSpec("custom_var", custom_var_position=3)],
+        segment_filter=seg,
+        output="jsonl",
+    )
     assert EVIL not in q.sql
     assert q.params.count(EVIL) == 4  # the field key, the segment key and value, the in-list value
     assert f"dynamic_var_{EVIL}" in q.params  # the JSON key is bound too

@@ -20,24 +20,33 @@ from dataexport.domain.segment_filter import (
 from dataexport.errors import ValidationFailed
 from dataexport.warehouse.segments_sql import compile_segment_filter
 
-EXAMPLE = {"all": [
-    {"field": "country_code", "op": "eq", "value": "FR"},
-    {"any": [{"field": "device_id", "op": "in", "value": [2, 4]}, {"customVar": 3, "op": "eq", "value": "checkout"}]},
-    {"dynamicVar": "AB Test", "op": "eq", "value": "B"},
-    {"field": "session_number_of_views", "op": "gte", "value": 3},
-    {"not": {"field": "city", "op": "exists"}},
-]}
+EXAMPLE = {
+    "all": [
+        {"field": "country_code", "op": "eq", "value": "FR"},
+        {
+            "any": [
+                {"field": "device_id", "op": "in", "value": [2, 4]},
+                {"customVar": 3, "op": "eq", "value": "checkout"},
+            ]
+        },
+        {"dynamicVar": "AB Test", "op": "eq", "value": "B"},
+        {"field": "session_number_of_views", "op": "gte", "value": 3},
+        {"not": {"field": "city", "op": "exists"}},
+    ]
+}
 
 
 def test_parses_the_documented_example():
     f = parse_segment_filter(EXAMPLE)
-    assert f.root == AllOf((
-        FieldCondition("country_code", "eq", "FR"),
-        AnyOf((FieldCondition("device_id", "in", (2, 4)), CustomVarCondition(3, "eq", "checkout"))),
-        DynamicVarCondition("AB Test", "eq", "B"),
-        FieldCondition("session_number_of_views", "gte", 3),
-        NotOf(FieldCondition("city", "exists", True)),
-    ))
+    assert f.root == AllOf(
+        (
+            FieldCondition("country_code", "eq", "FR"),
+            AnyOf((FieldCondition("device_id", "in", (2, 4)), CustomVarCondition(3, "eq", "checkout"))),
+            DynamicVarCondition("AB Test", "eq", "B"),
+            FieldCondition("session_number_of_views", "gte", 3),
+            NotOf(FieldCondition("city", "exists", True)),
+        )
+    )
 
 
 def test_json_text_and_round_trip():
@@ -101,9 +110,15 @@ BAD = [
     ({"dynamicVar": "k", "op": "contains", "value": 3}, "filter.value"),
     ({"dynamicVar": "k", "op": "in", "value": ["a", 1]}, "filter.value"),
     ({"dynamicVar": "k", "op": "eq", "value": {"a": 1}}, "filter.value"),
-    ({"all": [{"field": "city", "op": "eq", "value": "x"},
-              {"any": [{"field": "device_id", "op": "eq", "value": 1}, {"customVar": 3, "op": "eq", "value": 9}]}]},
-     "filter.all[1].any[1].value"),
+    (
+        {
+            "all": [
+                {"field": "city", "op": "eq", "value": "x"},
+                {"any": [{"field": "device_id", "op": "eq", "value": 1}, {"customVar": 3, "op": "eq", "value": 9}]},
+            ]
+        },
+        "filter.all[1].any[1].value",
+    ),
     ({"not": {"field": "city", "op": "eq", "value": 1}}, "filter.not.value"),
     ({"not": {"field": "city", "op": "exists"}, "x": 1}, "filter.x"),
     (_nest(MAX_DEPTH + 1), "filter" + ".not" * MAX_DEPTH),
@@ -151,12 +166,15 @@ def test_list_values_are_bounded_over_the_whole_filter():
     assert err.value.errors[0].field == "filter.all[10].value" and "10000" in err.value.errors[0].message
 
 
-@pytest.mark.parametrize(("raw", "path"), [
-    ({"field": "city", "op": "eq", "value": "Paris\x00"}, "filter.value"),
-    ({"field": "city", "op": "in", "value": ["ok", "\ud800"]}, "filter.value[1]"),
-    ({"dynamicVar": "k\x00", "op": "exists"}, "filter.dynamicVar"),
-    ({"customVar": 1, "op": "contains", "value": "\udfff"}, "filter.value"),
-])
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        ({"field": "city", "op": "eq", "value": "Paris\x00"}, "filter.value"),
+        ({"field": "city", "op": "in", "value": ["ok", "\ud800"]}, "filter.value[1]"),
+        ({"dynamicVar": "k\x00", "op": "exists"}, "filter.dynamicVar"),
+        ({"customVar": 1, "op": "contains", "value": "\udfff"}, "filter.value"),
+    ],
+)
 def test_text_no_column_can_hold_is_refused(raw, path):
     with pytest.raises(ValidationFailed) as err:
         parse_segment_filter(raw)

@@ -38,8 +38,9 @@ def test_altered_or_foreign_tokens_are_refused_even_after_a_good_one_was_remembe
     verifier, t = TokenVerifier(KEY), token()
     verifier.verify(t, now=NOW)
     header, payload, signature = t.split(".")
-    forged_payload = jwt.encode({**jwt.decode(t, options={"verify_signature": False}), "pid": 6}, "other-" + KEY,
-                                algorithm="HS256").split(".")[1]
+    forged_payload = jwt.encode(
+        {**jwt.decode(t, options={"verify_signature": False}), "pid": 6}, "other-" + KEY, algorithm="HS256"
+    ).split(".")[1]
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     for bad in (f"{header}.{forged_payload}.{signature}", f"{header}.{payload}.{flipped}", token(key="other-" + KEY)):
         with pytest.raises(AuthError) as caught:
@@ -63,6 +64,7 @@ def test_the_memory_stays_bounded_and_forgets_expired_tokens_first():
     verifier.verify(fresh, now=later)  # full: the two expired entries go, the live one stays
     assert set(verifier._verified) == {long, fresh}  # noqa: SLF001 - the bound is the point of the test
     for i in range(10):
-        verifier.verify(issue_token(KEY, TokenClaims(100 + i, 3, 5, frozenset()), now=NOW, ttl=timedelta(hours=1)),
-                        now=later)
+        verifier.verify(
+            issue_token(KEY, TokenClaims(100 + i, 3, 5, frozenset()), now=NOW, ttl=timedelta(hours=1)), now=later
+        )
         assert len(verifier._verified) <= 3  # noqa: SLF001

@@ -92,8 +92,13 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
             app.state.db_executor.shutdown(wait=False)
             app.state.db_executor = _db_executor(ctx)
 
-    app = FastAPI(title="dataexport", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  dependencies=[Depends(single_valued_query)])
+    app = FastAPI(
+        title="dataexport",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],
+    )
     app.state.context = ctx
     # Bounds the requests using a pooled DB connection at once to fewer than the pool has, keeping connections
     # free for what runs outside it (the in-process worker and scheduler, token checks, job creation). Each

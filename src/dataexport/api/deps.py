@@ -120,8 +120,9 @@ def _read_project(session: Session, ctx: AppContext, project_id: int) -> Project
     row = tenants.get_project(session, project_id)
     if row is None:
         return None
-    project = ProjectInfo(id=row.id, account_id=row.account_id, timezone=row.timezone,
-                          retention_days=row.retention_days)
+    project = ProjectInfo(
+        id=row.id, account_id=row.account_id, timezone=row.timezone, retention_days=row.retention_days
+    )
     ctx.projects.put(project)
     return project
 

@@ -20,9 +20,17 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 log = structlog.get_logger()
 
 _HTTP_CODES = {
-    400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-    406: "NOT_ACCEPTABLE", 408: "REQUEST_TIMEOUT", 410: "GONE", 413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    408: "REQUEST_TIMEOUT",
+    410: "GONE",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "TOO_MANY_REQUESTS",
 }
 
 
@@ -99,8 +107,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "is invalid")}
-                  for e in exc.errors()]
+        errors = [
+            {"field": _location(tuple(e.get("loc", ()))), "message": e.get("msg", "is invalid")} for e in exc.errors()
+        ]
         first = errors[0] if errors else {"field": "request", "message": "is invalid"}
         return JSONResponse(
             error_body("VALIDATION_ERROR", f"Invalid value for {first['field']}: {first['message']}.", errors),
@@ -120,8 +129,11 @@ def install_error_handlers(app: FastAPI) -> None:
         # Input nested deeper than a parser or validator could walk (the edge guard refuses deep JSON bodies
         # first; this keeps anything else that gets through a 400, not a 500 with two tracebacks).
         return JSONResponse(
-            error_body("INVALID_JSON", "The request is nested too deeply.",
-                       [{"field": "body", "message": "is nested too deeply"}]),
+            error_body(
+                "INVALID_JSON",
+                "The request is nested too deeply.",
+                [{"field": "body", "message": "is nested too deeply"}],
+            ),
             status_code=400,
         )
 
@@ -137,5 +149,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # Never a traceback to the client; the log keeps it for the operator. This answer leaves from outside
         # the edge guard (Starlette's outermost middleware), so it carries the guard's header itself.
         log.exception("api.unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-        return JSONResponse(error_body("INTERNAL_ERROR", "An internal error occurred."), status_code=500,
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return JSONResponse(
+            error_body("INTERNAL_ERROR", "An internal error occurred."),
+            status_code=500,
+            headers={"X-Content-Type-Options": "nosniff"},
+        )

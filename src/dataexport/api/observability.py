@@ -50,20 +50,24 @@ class RunCollector:
         now = self.ctx.clock()
         with self.ctx.sessions() as session:
             by_state = dict(session.execute(select(JobRun.state, func.count()).group_by(JobRun.state)).all())
-            queue = session.scalar(select(func.count()).where(
-                JobRun.state == RunState.RUNNABLE.value, JobRun.runnable_at <= now))
-            expired = session.scalar(select(func.count()).where(
-                JobRun.state == RunState.RUNNING.value, JobRun.lease_expires_at < now))
-            rows = session.scalar(select(func.coalesce(func.sum(JobRun.rows), 0)).where(
-                JobRun.state == RunState.SUCCESS.value))
+            queue = session.scalar(
+                select(func.count()).where(JobRun.state == RunState.RUNNABLE.value, JobRun.runnable_at <= now)
+            )
+            expired = session.scalar(
+                select(func.count()).where(JobRun.state == RunState.RUNNING.value, JobRun.lease_expires_at < now)
+            )
+            rows = session.scalar(
+                select(func.coalesce(func.sum(JobRun.rows), 0)).where(JobRun.state == RunState.SUCCESS.value)
+            )
             size = session.scalar(select(func.coalesce(func.sum(RunFile.size), 0)))
         runs = GaugeMetricFamily("dataexport_runs", "Job runs by state", labels=["state"])
         for state in RunState:
             runs.add_metric([state.value], by_state.get(state.value, 0))
         yield runs
         yield GaugeMetricFamily("dataexport_queue_depth", "Runs due and waiting for a worker", value=queue)
-        yield GaugeMetricFamily("dataexport_expired_leases", "Running runs whose worker stopped renewing its lease",
-                                value=expired)
+        yield GaugeMetricFamily(
+            "dataexport_expired_leases", "Running runs whose worker stopped renewing its lease", value=expired
+        )
         yield GaugeMetricFamily("dataexport_exported_rows", "Rows written by successful runs", value=rows)
         yield GaugeMetricFamily("dataexport_exported_bytes", "Compressed bytes of all exported parts", value=size)
 
@@ -138,34 +142,51 @@ def metrics_refusal(token: str | None, authorization: str | None, client_host: s
         scheme, _, sent = (authorization or "").partition(" ")
         sent = sent.strip()
         # Compared as bytes in constant time: the answer must not reveal how much of the token was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"),
-                                                                 token.encode("utf-8", "surrogatepass")):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            sent.encode("utf-8", "surrogatepass"), token.encode("utf-8", "surrogatepass")
+        ):
             return AuthError("The metrics token is missing or wrong.", error_code="METRICS_TOKEN_INVALID")
         return None
     if not is_loopback(client_host):
-        return Forbidden("Metrics answer loopback clients only (set metrics_token to scrape them from elsewhere).",
-                         error_code="METRICS_FORBIDDEN")
+        return Forbidden(
+            "Metrics answer loopback clients only (set metrics_token to scrape them from elsewhere).",
+            error_code="METRICS_FORBIDDEN",
+        )
     return None
 
 
 def install_observability(app: FastAPI, ctx: AppContext) -> None:
     registry = CollectorRegistry()
-    requests = Counter("dataexport_http_requests", "HTTP requests", ["method", "route", "status"],
-                       registry=registry)
-    latency = Histogram("dataexport_http_request_seconds", "HTTP request latency", ["method", "route"],
-                        registry=registry, buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+    requests = Counter("dataexport_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
+    latency = Histogram(
+        "dataexport_http_request_seconds",
+        "HTTP request latency",
+        ["method", "route"],
+        registry=registry,
+        buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    )
     registry.register(RunCollector(ctx))
 
     app.add_middleware(ObservabilityMiddleware, requests=requests, latency=latency)
 
     # Documented as text: the Prometheus exposition format, not JSON.
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True,
-             response_class=PlainTextResponse, responses={
-                 401: {"model": ErrorEnvelope, "description": "metrics_token is set: not sent as the bearer token"},
-                 403: {"model": ErrorEnvelope, "description": "No metrics_token: the client is not on loopback"}})
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        include_in_schema=True,
+        response_class=PlainTextResponse,
+        responses={
+            401: {"model": ErrorEnvelope, "description": "metrics_token is set: not sent as the bearer token"},
+            403: {"model": ErrorEnvelope, "description": "No metrics_token: the client is not on loopback"},
+        },
+    )
     def metrics(request: Request) -> Response:
-        refusal = metrics_refusal(ctx.settings.metrics_token, request.headers.get("authorization"),
-                                  request.client.host if request.client else None)
+        refusal = metrics_refusal(
+            ctx.settings.metrics_token,
+            request.headers.get("authorization"),
+            request.client.host if request.client else None,
+        )
         if refusal is not None:
             raise refusal
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

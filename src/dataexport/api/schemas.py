@@ -147,6 +147,4 @@ class IngestResultOut(BaseModel):
     errors: list[HitErrorOut]
 
 
-ERROR_RESPONSES = {
-    code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 429)
-}
+ERROR_RESPONSES = {code: {"model": ErrorEnvelope} for code in (400, 401, 403, 404, 429)}

@@ -286,6 +286,13 @@ def parse_job_spec(raw: Any, *, now: datetime, retention_days: int) -> JobSpec:
         first = c.errors[0]
         raise ValidationFailed(f"Invalid export job: {first.field} {first.message}.", c.listed())
     return JobSpec(
-        name=name, format=fmt, scope=scope, frequency=freq, fields=fields, device_label=device,
-        segment_id=segment_id, range_from=range_from, range_to=range_to,
+        name=name,
+        format=fmt,
+        scope=scope,
+        frequency=freq,
+        fields=fields,
+        device_label=device,
+        segment_id=segment_id,
+        range_from=range_from,
+        range_to=range_to,
     )

@@ -49,11 +49,23 @@ def create_job(
     job = jobs_repo.add_job(
         session,
         ExportJob(
-            project_id=project.id, account_id=project.account_id, owner_id=actor_id, last_updator_id=actor_id,
-            name=spec.name, format=spec.format.value, scope=spec.scope.value, frequency=spec.frequency.value,
-            device_label=spec.device_label.value, segment_id=spec.segment_id,
-            fields=[f.to_json() for f in spec.fields], state=JobState.ACTIVE.value,
-            range_from=spec.range_from, range_to=spec.range_to, windows_from=now, created_at=now, updated_at=now,
+            project_id=project.id,
+            account_id=project.account_id,
+            owner_id=actor_id,
+            last_updator_id=actor_id,
+            name=spec.name,
+            format=spec.format.value,
+            scope=spec.scope.value,
+            frequency=spec.frequency.value,
+            device_label=spec.device_label.value,
+            segment_id=spec.segment_id,
+            fields=[f.to_json() for f in spec.fields],
+            state=JobState.ACTIVE.value,
+            range_from=spec.range_from,
+            range_to=spec.range_to,
+            windows_from=now,
+            created_at=now,
+            updated_at=now,
         ),
     )
     if spec.frequency is Frequency.ONCE:
@@ -65,9 +77,15 @@ def create_job(
         runs_repo.add_run(
             session,
             JobRun(
-                job_id=job.id, project_id=project.id, window_start=window.start, window_end=window.end,
-                state=schedule.new_run_state(due, now).value, runnable_at=due,
-                created_at=now, completion_rate=0.0, attempts=0,
+                job_id=job.id,
+                project_id=project.id,
+                window_start=window.start,
+                window_end=window.end,
+                state=schedule.new_run_state(due, now).value,
+                runnable_at=due,
+                created_at=now,
+                completion_rate=0.0,
+                attempts=0,
             ),
         )
         job.last_window_start = window.start

@@ -42,6 +42,10 @@ def run_maintenance(sessions: sessionmaker[Session], settings: Settings, now: da
         with PageviewStore(root) as store:
             result.batch_logs_pruned = store.prune_batch_logs(keep_days=BATCH_LOG_DAYS)
     if result.partitions_expired or result.partitions_compacted or result.batch_logs_pruned:
-        log.info("warehouse.maintenance", partitions_expired=result.partitions_expired,
-                 partitions_compacted=result.partitions_compacted, batch_logs_pruned=result.batch_logs_pruned)
+        log.info(
+            "warehouse.maintenance",
+            partitions_expired=result.partitions_expired,
+            partitions_compacted=result.partitions_compacted,
+            batch_logs_pruned=result.batch_logs_pruned,
+        )
     return result

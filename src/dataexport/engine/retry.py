@@ -21,8 +21,9 @@ def is_retryable(exc: BaseException) -> bool:
     return True
 
 
-def decide(exc: BaseException, *, attempts: int, max_attempts: int, base_backoff: timedelta,
-           now: datetime) -> RetryDecision:
+def decide(
+    exc: BaseException, *, attempts: int, max_attempts: int, base_backoff: timedelta, now: datetime
+) -> RetryDecision:
     """After attempt number `attempts` failed: retry with exponential backoff, or give up."""
     if not is_retryable(exc) or attempts >= max_attempts:
         return RetryDecision(False, None)

@@ -33,14 +33,26 @@ class TickResult:
 
 def schedule_job(session: Session, job: ExportJob, *, tz: str, settings: Settings, now: datetime) -> int:
     windows = schedule.due_windows(
-        Frequency(job.frequency), created_at=job.windows_from, last_window_start=job.last_window_start,
-        now=now, tz=tz, limit=MAX_WINDOWS_PER_TICK, **lags(settings),
+        Frequency(job.frequency),
+        created_at=job.windows_from,
+        last_window_start=job.last_window_start,
+        now=now,
+        tz=tz,
+        limit=MAX_WINDOWS_PER_TICK,
+        **lags(settings),
     )
     created = 0
     for window in windows:
         run = JobRun(
-            job_id=job.id, project_id=job.project_id, window_start=window.start, window_end=window.end,
-            state=RunState.RUNNABLE.value, runnable_at=now, created_at=now, completion_rate=0.0, attempts=0,
+            job_id=job.id,
+            project_id=job.project_id,
+            window_start=window.start,
+            window_end=window.end,
+            state=RunState.RUNNABLE.value,
+            runnable_at=now,
+            created_at=now,
+            completion_rate=0.0,
+            attempts=0,
         )
         created += work.insert_run_once(session, run)
         job.last_window_start = window.start
@@ -56,8 +68,12 @@ def tick(sessions: sessionmaker[Session], settings: Settings, storage, now: date
         result.runs_promoted = work.promote_due_runs(session, now)
     result.files_expired = expire_files(sessions, storage, now)
     if result.runs_created or result.runs_promoted or result.files_expired:
-        log.info("scheduler.tick", runs_created=result.runs_created, runs_promoted=result.runs_promoted,
-                 files_expired=result.files_expired)
+        log.info(
+            "scheduler.tick",
+            runs_created=result.runs_created,
+            runs_promoted=result.runs_promoted,
+            files_expired=result.files_expired,
+        )
     return result
 
 

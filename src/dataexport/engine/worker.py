@@ -64,8 +64,15 @@ def run_prefix(run: JobRun, attempt: int) -> str:
 
 
 class Worker:
-    def __init__(self, sessions: sessionmaker[Session], settings: Settings, storage, clock: Clock,
-                 worker_id: str | None = None, threads: int = 2) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        storage,
+        clock: Clock,
+        worker_id: str | None = None,
+        threads: int = 2,
+    ) -> None:
         self.sessions = sessions
         self.settings = settings
         self.storage = storage
@@ -128,10 +135,15 @@ class Worker:
         recording = False
         try:
             parts = extract(
-                spec, warehouse_root=self.settings.resolved_warehouse_dir, work_dir=work_dir,
-                part_max_bytes=self.settings.part_max_bytes, gzip_level=self.settings.gzip_level,
-                threads=self.threads, memory_limit=self.settings.duckdb_memory_limit,
-                ordered=self.settings.sort_exports, rows_per_slice=self.settings.export_slice_rows,
+                spec,
+                warehouse_root=self.settings.resolved_warehouse_dir,
+                work_dir=work_dir,
+                part_max_bytes=self.settings.part_max_bytes,
+                gzip_level=self.settings.gzip_level,
+                threads=self.threads,
+                memory_limit=self.settings.duckdb_memory_limit,
+                ordered=self.settings.sort_exports,
+                rows_per_slice=self.settings.export_slice_rows,
                 on_progress=heartbeat.set_progress,
             )
             heartbeat.check()
@@ -176,10 +188,15 @@ class Worker:
                 segment = segments_repo.get_segment(session, job.project_id, job.segment_id)
                 segment_filter = parse_segment_filter(segment.filter) if segment else None
             spec = ExtractionSpec(
-                project_id=job.project_id, timezone=project.timezone, scope=Scope(job.scope),
-                format=Format(job.format), fields=[FieldSpec.from_json(f) for f in job.fields],
-                device_label=DeviceLabel(job.device_label), segment_filter=segment_filter,
-                window_start=run.window_start, window_end=run.window_end,
+                project_id=job.project_id,
+                timezone=project.timezone,
+                scope=Scope(job.scope),
+                format=Format(job.format),
+                fields=[FieldSpec.from_json(f) for f in job.fields],
+                device_label=DeviceLabel(job.device_label),
+                segment_filter=segment_filter,
+                window_start=run.window_start,
+                window_end=run.window_end,
             )
             session.expunge(run)
             return spec, run, run.attempts
@@ -194,14 +211,20 @@ class Worker:
             self.storage.publish(part.path, key)
             keys.append(key)
         manifest = {
-            "jobId": run.job_id, "jobRunId": run.id, "attempt": attempt,
+            "jobId": run.job_id,
+            "jobRunId": run.id,
+            "attempt": attempt,
             # `to` inclusive to the millisecond, as the API shows windows.
-            "from": iso(run.window_start), "to": iso(Window(run.window_start, run.window_end).last_ms),
+            "from": iso(run.window_start),
+            "to": iso(Window(run.window_start, run.window_end).last_ms),
             "format": spec.format.value,
-            "scope": spec.scope.value, "fields": [f.to_json() for f in spec.fields],
+            "scope": spec.scope.value,
+            "fields": [f.to_json() for f in spec.fields],
             "totalRows": sum(p.rows for p in parts),
-            "parts": [{"partId": p.part_id, "key": k, "rows": p.rows, "fileSize": p.size, "sha256": p.sha256}
-                      for p, k in zip(parts, keys, strict=True)],
+            "parts": [
+                {"partId": p.part_id, "key": k, "rows": p.rows, "fileSize": p.size, "sha256": p.sha256}
+                for p, k in zip(parts, keys, strict=True)
+            ],
         }
         manifest_path = parts[0].path.parent / "manifest.json"
         manifest_path.write_text(json.dumps(manifest, indent=2))
@@ -216,8 +239,18 @@ class Worker:
                 raise LeaseLost()
             expires = now + timedelta(days=self.settings.file_ttl_days)
             for part, key in zip(parts, keys, strict=True):
-                session.add(RunFile(run_id=run.id, part_id=part.part_id, key=key, size=part.size, rows=part.rows,
-                                    sha256=part.sha256, expiration_date=expires, deleted=False))
+                session.add(
+                    RunFile(
+                        run_id=run.id,
+                        part_id=part.part_id,
+                        key=key,
+                        size=part.size,
+                        rows=part.rows,
+                        sha256=part.sha256,
+                        expiration_date=expires,
+                        deleted=False,
+                    )
+                )
             run.rows = sum(p.rows for p in parts)
             run.manifest_key = f"{run_prefix(run, attempt)}/manifest.json"
             run.state = RunState.SUCCESS.value
@@ -227,8 +260,15 @@ class Worker:
             run.lease_owner = None
             run.lease_expires_at = None
             work.set_job_state_for_once(session, run.job_id, JobState.COMPLETED)
-        log.info("export.run.finished", run_id=run_id, rows=run.rows, parts=len(parts),
-                 bytes=sum(p.size for p in parts), attempt=attempt, worker_id=self.worker_id)
+        log.info(
+            "export.run.finished",
+            run_id=run_id,
+            rows=run.rows,
+            parts=len(parts),
+            bytes=sum(p.size for p in parts),
+            attempt=attempt,
+            worker_id=self.worker_id,
+        )
         return RunOutcome(run_id, RunState.SUCCESS.value, run.rows, len(parts))
 
     def _record_failure(self, run_id: int, exc: Exception) -> RunOutcome:
@@ -238,8 +278,13 @@ class Worker:
             run = work.lock_own_run(session, run_id, self.worker_id)
             if run is None:
                 return RunOutcome(run_id, "LEASE_LOST")
-            decision = retry.decide(exc, attempts=run.attempts, max_attempts=self.settings.max_attempts,
-                                    base_backoff=timedelta(seconds=self.settings.retry_backoff_seconds), now=now)
+            decision = retry.decide(
+                exc,
+                attempts=run.attempts,
+                max_attempts=self.settings.max_attempts,
+                base_backoff=timedelta(seconds=self.settings.retry_backoff_seconds),
+                now=now,
+            )
             run.error = message
             if decision.retry:
                 run.state = RunState.RUNNABLE.value
@@ -317,9 +362,14 @@ class _Heartbeat:
         while not self.done.wait(interval):
             try:
                 with transaction(self.worker.sessions) as session:
-                    held = work.renew_lease(session, self.run_id, worker_id=self.worker.worker_id,
-                                            now=self.worker.clock(), lease=self.worker.lease,
-                                            completion_rate=self.progress)
+                    held = work.renew_lease(
+                        session,
+                        self.run_id,
+                        worker_id=self.worker.worker_id,
+                        now=self.worker.clock(),
+                        lease=self.worker.lease,
+                        completion_rate=self.progress,
+                    )
             except Exception:  # a DB hiccup: try again at the next beat; the lease has slack
                 log.warning("export.run.heartbeat_failed", run_id=self.run_id)
                 continue

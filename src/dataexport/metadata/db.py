@@ -30,8 +30,12 @@ def make_engine(url: str) -> Engine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # Sized so the API's request gate (pool size + overflow - reserved, see api.context.db_request_slots)
         # runs on kept connections: an overflow connection is opened, and its PRAGMAs run, for every checkout.
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               pool_size=SQLITE_POOL_SIZE, max_overflow=SQLITE_MAX_OVERFLOW)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=SQLITE_POOL_SIZE,
+            max_overflow=SQLITE_MAX_OVERFLOW,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
@@ -49,8 +53,9 @@ def make_engine(url: str) -> Engine:
     # with a PostgreSQL restart fails its first statement, and callers outside the API (worker and scheduler
     # loops, tools and tests using this engine: tests/acceptance/test_faults.py) would see that error.
     # pool_recycle retires connections before server-side or middlebox idle timeouts cut them silently.
-    engine = create_engine(url, pool_pre_ping=True, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW,
-                           pool_recycle=PG_POOL_RECYCLE)
+    engine = create_engine(
+        url, pool_pre_ping=True, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_recycle=PG_POOL_RECYCLE
+    )
 
     @event.listens_for(engine, "handle_error")
     def _invalidate_on_disconnect(context):

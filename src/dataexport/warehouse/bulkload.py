@@ -254,8 +254,13 @@ _NOT_CSV_ROW = object()
 
 def _reader_for(path: Path) -> Callable[[Path], Chunks] | None:
     suffix = path.suffix.lower()
-    return {".jsonl": _jsonl_chunks, ".json": _jsonl_chunks, ".ndjson": _jsonl_chunks, ".csv": _csv_chunks,
-            ".parquet": _parquet_chunks}.get(suffix)
+    return {
+        ".jsonl": _jsonl_chunks,
+        ".json": _jsonl_chunks,
+        ".ndjson": _jsonl_chunks,
+        ".csv": _csv_chunks,
+        ".parquet": _parquet_chunks,
+    }.get(suffix)
 
 
 def as_hit(record: object) -> object:
@@ -367,8 +372,7 @@ def _parquet_chunks(path: Path) -> Chunks:
 def _decode_parquet(payload: tuple[int, pa.RecordBatch]) -> list[tuple[int, object]]:
     done, batch = payload
     return [
-        (done + i, as_hit({k: v for k, v in r.items() if v is not None}))
-        for i, r in enumerate(batch.to_pylist(), 1)
+        (done + i, as_hit({k: v for k, v in r.items() if v is not None})) for i, r in enumerate(batch.to_pylist(), 1)
     ]
 
 

@@ -50,8 +50,14 @@ class Sessions:
 
 
 def generate(
-    store: PageviewStore, project_id: int, *, days: int = 7, sessions_per_day: int = 2000, seed: int = 42,
-    now: datetime, workers: int = 1,
+    store: PageviewStore,
+    project_id: int,
+    *,
+    days: int = 7,
+    sessions_per_day: int = 2000,
+    seed: int = 42,
+    now: datetime,
+    workers: int = 1,
 ) -> DemoSummary:
     """`workers` > 1 builds and stores days in that many processes (each day is independent and seeded)."""
     if days < 1 or sessions_per_day < 1:
@@ -69,8 +75,12 @@ def generate(
     pageviews = sum(r[0] for r in results)
     files = sum(r[1] for r in results)
     return DemoSummary(
-        pageviews=pageviews, sessions=len(sessions.start_ms), users=len(np.unique(sessions.user)),
-        first_day=first, last_day=now.date(), files=files,
+        pageviews=pageviews,
+        sessions=len(sessions.start_ms),
+        users=len(np.unique(sessions.user)),
+        first_day=first,
+        last_day=now.date(),
+        files=files,
     )
 
 
@@ -133,8 +143,9 @@ def draw_sessions(rng: np.random.Generator, days: int, per_day: int, now: dateti
     source = rng.choice(len(D.TRAFFIC_SOURCES), size=n, p=_weights([s[1] for s in D.TRAFFIC_SOURCES]))
     excludable = rng.random(n) < 0.02
     views = np.where(excludable, np.minimum(views * 4, 50), views)  # bots crawl many pages
-    return Sessions(start_ms, user, session_number.astype(np.uint16), session_id, views, source, converts,
-                    excludable, users)
+    return Sessions(
+        start_ms, user, session_number.astype(np.uint16), session_id, views, source, converts, excludable, users
+    )
 
 
 def _draw_users(rng: np.random.Generator, pool: int) -> dict[str, np.ndarray]:
@@ -152,8 +163,16 @@ def _draw_users(rng: np.random.Generator, pool: int) -> dict[str, np.ndarray]:
         "language": np.array([g[2] for g in D.GEOGRAPHY], dtype=object)[geo],
         "ab_variant": np.array(D.AB_VARIANTS, dtype=object)[rng.integers(0, len(D.AB_VARIANTS), size=pool)],
     }
-    text_columns = ("browser_name", "browser_version", "platform_name", "platform_version", "os_version",
-                    "app_version", "model", "manufacturer")
+    text_columns = (
+        "browser_name",
+        "browser_version",
+        "platform_name",
+        "platform_version",
+        "os_version",
+        "app_version",
+        "model",
+        "manufacturer",
+    )
     for name in text_columns:
         users[name] = np.full(pool, None, dtype=object)
     users["density"] = np.full(pool, np.nan, dtype=np.float32)

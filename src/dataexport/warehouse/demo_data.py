@@ -6,12 +6,23 @@ SITE = "https://www.shop.example"
 
 # (country_code, city, language, weight)
 GEOGRAPHY = [
-    ("FR", "Paris", "fr", 18), ("FR", "Lyon", "fr", 6), ("FR", "Marseille", "fr", 4),
-    ("US", "New York", "en", 12), ("US", "San Francisco", "en", 6), ("US", "Chicago", "en", 5),
-    ("GB", "London", "en", 10), ("GB", "Manchester", "en", 3), ("DE", "Berlin", "de", 7),
-    ("DE", "Munich", "de", 4), ("ES", "Madrid", "es", 5), ("IT", "Milan", "it", 4),
-    ("JP", "Tokyo", "ja", 4), ("BR", "São Paulo", "pt", 4), ("CA", "Montréal", "fr", 3),
-    ("NL", "Amsterdam", "nl", 3), ("AU", "Sydney", "en", 2),
+    ("FR", "Paris", "fr", 18),
+    ("FR", "Lyon", "fr", 6),
+    ("FR", "Marseille", "fr", 4),
+    ("US", "New York", "en", 12),
+    ("US", "San Francisco", "en", 6),
+    ("US", "Chicago", "en", 5),
+    ("GB", "London", "en", 10),
+    ("GB", "Manchester", "en", 3),
+    ("DE", "Berlin", "de", 7),
+    ("DE", "Munich", "de", 4),
+    ("ES", "Madrid", "es", 5),
+    ("IT", "Milan", "it", 4),
+    ("JP", "Tokyo", "ja", 4),
+    ("BR", "São Paulo", "pt", 4),
+    ("CA", "Montréal", "fr", 3),
+    ("NL", "Amsterdam", "nl", 3),
+    ("AU", "Sydney", "en", 2),
 ]
 
 # device_id -> share of users: desktop 45%, mobile web 40%, tablet web 6%, mobile app 6%, tablet app 3%
@@ -50,13 +61,21 @@ APP_DEVICES = {
     ],
 }
 APP_VERSIONS = ["4.11.0", "4.12.0", "4.12.1", "5.0.0"]
-SCREENS = {1: [(1080, 1920), (900, 1440), (1440, 2560), (768, 1366)], 2: [(844, 390), (915, 412), (932, 430)],
-           3: [(1180, 820), (1366, 1024)]}
+SCREENS = {
+    1: [(1080, 1920), (900, 1440), (1440, 2560), (768, 1366)],
+    2: [(844, 390), (915, 412), (932, 430)],
+    3: [(1180, 820), (1366, 1024)],
+}
 
 # Page types of the site map: (name, dataType custom var, weight as a next page)
 PAGE_TYPES = [
-    ("home", "content", 14), ("category", "listing", 26), ("product", "product", 34), ("search", "listing", 10),
-    ("blog", "content", 6), ("cart", "cart", 6), ("account", "account", 4),
+    ("home", "content", 14),
+    ("category", "listing", 26),
+    ("product", "product", 34),
+    ("search", "listing", 10),
+    ("blog", "content", 6),
+    ("cart", "cart", 6),
+    ("account", "account", 4),
 ]
 FUNNEL = ["cart", "checkout", "confirmation"]  # the last pages of a converting session
 CATEGORIES = ["women", "men", "kids", "shoes", "accessories", "home", "sale", "new-in"]
@@ -76,8 +95,32 @@ TRAFFIC_SOURCES = [
 AB_VARIANTS = ["A", "B", "control"]
 
 # Relative traffic per hour of day (UTC) and per weekday (Monday first).
-HOURLY = [2, 1.2, 0.8, 0.6, 0.6, 0.9, 1.8, 3.2, 4.6, 5.2, 5.4, 5.6, 6.0, 5.8, 5.5, 5.4, 5.5, 5.9, 6.4, 7.2,
-          7.6, 7.0, 5.2, 3.4]
+HOURLY = [
+    2,
+    1.2,
+    0.8,
+    0.6,
+    0.6,
+    0.9,
+    1.8,
+    3.2,
+    4.6,
+    5.2,
+    5.4,
+    5.6,
+    6.0,
+    5.8,
+    5.5,
+    5.4,
+    5.5,
+    5.9,
+    6.4,
+    7.2,
+    7.6,
+    7.0,
+    5.2,
+    3.4,
+]
 WEEKDAY = [1.0, 1.04, 1.02, 1.0, 0.95, 0.82, 0.86]
 
 JS_ERRORS = [

@@ -27,10 +27,14 @@ DATA_TYPES = [p[1] for p in D.PAGE_TYPES] + ["checkout", "checkout"]
 PT = {name: i for i, name in enumerate(PAGE_NAMES)}
 SCREEN_NAMES = np.array([name.title() + "Screen" for name in PAGE_NAMES], dtype=object)
 TITLES = {
-    "home": "Shop Example | Fashion online", "category": "{cat} | Shop Example",
+    "home": "Shop Example | Fashion online",
+    "category": "{cat} | Shop Example",
     "product": "Product {pid} | Shop Example",
-    "search": "Search results | Shop Example", "blog": "Journal | Shop Example", "cart": "Your cart | Shop Example",
-    "account": "My account | Shop Example", "checkout": "Checkout | Shop Example",
+    "search": "Search results | Shop Example",
+    "blog": "Journal | Shop Example",
+    "cart": "Your cart | Shop Example",
+    "account": "My account | Shop Example",
+    "checkout": "Checkout | Shop Example",
     "confirmation": "Thank you for your order | Shop Example",
 }
 
@@ -67,31 +71,57 @@ def build_views(rng: np.random.Generator, s: Sessions, chosen: np.ndarray, now_m
     referer[1:] = url[:-1]
     referer[first] = np.array([src[2] for src in D.TRAFFIC_SOURCES], dtype=object)[s.source[sess[first]]]
 
-    cols: dict[str, object] = {name: s.users[name][user] for name in (
-        "user_id_unhashed", "user_id", "device_id", "city", "country_code", "language", "browser_name",
-        "browser_version", "platform_name", "platform_version", "os_version", "app_version", "model",
-        "manufacturer", "density", "screen_height", "screen_width")}
+    cols: dict[str, object] = {
+        name: s.users[name][user]
+        for name in (
+            "user_id_unhashed",
+            "user_id",
+            "device_id",
+            "city",
+            "country_code",
+            "language",
+            "browser_name",
+            "browser_version",
+            "platform_name",
+            "platform_version",
+            "os_version",
+            "app_version",
+            "model",
+            "manufacturer",
+            "density",
+            "screen_height",
+            "screen_width",
+        )
+    }
     web = ~is_app
     interaction = (duration * rng.uniform(0.05, 0.7, size=n)).astype(np.int64)
-    cols.update({
-        "session_number": s.session_number[sess], "session_id": s.session_id[sess],
-        "session_time": _ts(s.start_ms[sess]), "view_number": view_number.astype(np.uint16),
-        "view_time": _ts(view_time), "url": url, "title": title, "referer_url": referer,
-        "screen_name": np.where(is_app, SCREEN_NAMES[page], None),
-        "window_height": _web(web, (cols["screen_height"] * 0.88).astype(np.int64)),
-        "window_width": _web(web, cols["screen_width"]),
-        "document_height": _web(web, rng.integers(1_200, 9_000, size=n)),
-        "document_width": _web(web, cols["screen_width"]),
-        "view_duration_msec": duration, "page_interaction_time_msec": interaction,
-        "scroll_rate": (rng.beta(2, 2, size=n) * 100).astype(np.float32),
-        "dom_interactive_after_msec": _web(web, rng.gamma(3, 300, size=n).astype(np.int64)),
-        "fully_loaded": _web(web, rng.gamma(4, 600, size=n).astype(np.int64)),
-        "start_render": _web(web, rng.gamma(3, 200, size=n).astype(np.int64)),
-        "frustration_score": np.minimum(rng.exponential(8, size=n), 100).astype(np.uint8),
-        "rage_click_all_targets_ind": (rng.random(n) < 0.03).astype(np.uint8),
-        "multiple_button_interaction_ind": (rng.random(n) < 0.02).astype(np.uint8),
-        "is_excludable": s.excludable[sess].astype(np.uint8),
-    })
+    cols.update(
+        {
+            "session_number": s.session_number[sess],
+            "session_id": s.session_id[sess],
+            "session_time": _ts(s.start_ms[sess]),
+            "view_number": view_number.astype(np.uint16),
+            "view_time": _ts(view_time),
+            "url": url,
+            "title": title,
+            "referer_url": referer,
+            "screen_name": np.where(is_app, SCREEN_NAMES[page], None),
+            "window_height": _web(web, (cols["screen_height"] * 0.88).astype(np.int64)),
+            "window_width": _web(web, cols["screen_width"]),
+            "document_height": _web(web, rng.integers(1_200, 9_000, size=n)),
+            "document_width": _web(web, cols["screen_width"]),
+            "view_duration_msec": duration,
+            "page_interaction_time_msec": interaction,
+            "scroll_rate": (rng.beta(2, 2, size=n) * 100).astype(np.float32),
+            "dom_interactive_after_msec": _web(web, rng.gamma(3, 300, size=n).astype(np.int64)),
+            "fully_loaded": _web(web, rng.gamma(4, 600, size=n).astype(np.int64)),
+            "start_render": _web(web, rng.gamma(3, 200, size=n).astype(np.int64)),
+            "frustration_score": np.minimum(rng.exponential(8, size=n), 100).astype(np.uint8),
+            "rage_click_all_targets_ind": (rng.random(n) < 0.03).astype(np.uint8),
+            "multiple_button_interaction_ind": (rng.random(n) < 0.02).astype(np.uint8),
+            "is_excludable": s.excludable[sess].astype(np.uint8),
+        }
+    )
     api_error = rng.random(n) < 0.02
     cols["any_api_error_ind"] = api_error.astype(np.uint8)
     cols["api_error_after_click_ind"] = (api_error & (rng.random(n) < 0.5)).astype(np.uint8)
@@ -138,8 +168,10 @@ def _urls(rng, s, sess, page, pid, cat, first) -> tuple[np.ndarray, np.ndarray]:
     """URLs with query strings (and utm parameters on campaign landings) and titles, page type by type."""
     n = len(sess)
     choice = {
-        "product": [f"/p/{p}?color={c}" for p, c in zip(pid, np.array(["black", "white", "navy", "red"])[
-            rng.integers(0, 4, size=n)], strict=True)],
+        "product": [
+            f"/p/{p}?color={c}"
+            for p, c in zip(pid, np.array(["black", "white", "navy", "red"])[rng.integers(0, 4, size=n)], strict=True)
+        ],
         "category": [f"/c/{c}?page=1" for c in np.array(D.CATEGORIES)[cat]],
         "search": [f"/search?q={t}" for t in np.array(D.SEARCH_TERMS)[rng.integers(0, len(D.SEARCH_TERMS), size=n)]],
         "blog": [f"/journal/{b}" for b in np.array(D.BLOG_POSTS)[rng.integers(0, len(D.BLOG_POSTS), size=n)]],
@@ -162,8 +194,10 @@ def _urls(rng, s, sess, page, pid, cat, first) -> tuple[np.ndarray, np.ndarray]:
         else:
             titles[idx] = TITLES[name]
     campaigns = [src[3] for src in D.TRAFFIC_SOURCES]
-    utm = np.array([None if c is None else "utm_source={}&utm_medium={}&utm_campaign={}".format(*c)
-                    for c in campaigns], dtype=object)[s.source[sess]]
+    utm = np.array(
+        [None if c is None else "utm_source={}&utm_medium={}&utm_campaign={}".format(*c) for c in campaigns],
+        dtype=object,
+    )[s.source[sess]]
     landing = np.nonzero(first & (utm != None))[0]  # noqa: E711 - elementwise on an object array
     urls[landing] = [urls[i] + ("&" if "?" in urls[i] else "?") + utm[i] for i in landing]
     return urls, titles
@@ -200,13 +234,18 @@ def _errors(rng, view_time, web) -> pa.Array:
     counts = np.where(web & (rng.random(len(web)) < 0.05), rng.integers(1, 3, size=len(web)), 0)
     owner = np.repeat(np.arange(len(web)), counts)
     which = rng.integers(0, len(D.JS_ERRORS), size=len(owner))
-    return _lists(counts, ERROR, {
-        "message": np.array([e[0] for e in D.JS_ERRORS], dtype=object)[which],
-        "filename": np.array([e[1] for e in D.JS_ERRORS], dtype=object)[which],
-        "error_type": np.full(len(owner), "js", dtype=object),
-        "error_time": _ts(view_time[owner] + rng.integers(100, 5_000, size=len(owner))),
-        "line_number": rng.integers(1, 4_000, size=len(owner)), "col_number": rng.integers(1, 120, size=len(owner)),
-    })
+    return _lists(
+        counts,
+        ERROR,
+        {
+            "message": np.array([e[0] for e in D.JS_ERRORS], dtype=object)[which],
+            "filename": np.array([e[1] for e in D.JS_ERRORS], dtype=object)[which],
+            "error_type": np.full(len(owner), "js", dtype=object),
+            "error_time": _ts(view_time[owner] + rng.integers(100, 5_000, size=len(owner))),
+            "line_number": rng.integers(1, 4_000, size=len(owner)),
+            "col_number": rng.integers(1, 120, size=len(owner)),
+        },
+    )
 
 
 def _custom_vars(s, sess, page, last) -> pa.Array:
@@ -215,12 +254,21 @@ def _custom_vars(s, sess, page, last) -> pa.Array:
     owner = np.repeat(np.arange(len(sess)), counts)
     rank = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
     goal = np.where(s.converts[sess[owner]], "true", "false")
-    value = np.where(rank == 0, np.array(DATA_TYPES, dtype=object)[page[owner]],
-                     np.where(rank == 1, np.array(PAGE_NAMES, dtype=object)[page[owner]], goal))
-    return _lists(counts, CUSTOM_VAR, {
-        "position": np.array([2, 3, 1])[rank], "key": np.array(["dataType", "pageType", "Goal achieved"])[rank],
-        "value": value.astype(object), "scope": np.where(rank == 2, "session", "page").astype(object),
-    })
+    value = np.where(
+        rank == 0,
+        np.array(DATA_TYPES, dtype=object)[page[owner]],
+        np.where(rank == 1, np.array(PAGE_NAMES, dtype=object)[page[owner]], goal),
+    )
+    return _lists(
+        counts,
+        CUSTOM_VAR,
+        {
+            "position": np.array([2, 3, 1])[rank],
+            "key": np.array(["dataType", "pageType", "Goal achieved"])[rank],
+            "value": value.astype(object),
+            "scope": np.where(rank == 2, "session", "page").astype(object),
+        },
+    )
 
 
 def _dynamic_vars(rng, s, sess, user, page, first) -> pa.Array:
@@ -231,12 +279,20 @@ def _dynamic_vars(rng, s, sess, user, page, first) -> pa.Array:
     rank = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
     is_number = ~first[owner] | (rank == 2)
     key = np.where(is_number, "cart_value", np.where(rank == 0, "AB Test", "Traffic Source")).astype(object)
-    text = np.where(rank == 0, s.users["ab_variant"][user[owner]],
-                    np.array([t[0] for t in D.TRAFFIC_SOURCES], dtype=object)[s.source[sess[owner]]])
-    return _lists(counts, DYNAMIC_VAR, {
-        "key": key, "string_value": pa.array(text.astype(object), mask=is_number),
-        "number_value": pa.array(rng.integers(1_500, 60_000, size=len(owner)), mask=~is_number),
-    })
+    text = np.where(
+        rank == 0,
+        s.users["ab_variant"][user[owner]],
+        np.array([t[0] for t in D.TRAFFIC_SOURCES], dtype=object)[s.source[sess[owner]]],
+    )
+    return _lists(
+        counts,
+        DYNAMIC_VAR,
+        {
+            "key": key,
+            "string_value": pa.array(text.astype(object), mask=is_number),
+            "number_value": pa.array(rng.integers(1_500, 60_000, size=len(owner)), mask=~is_number),
+        },
+    )
 
 
 def _commerce(rng, s, sess, page, pid, view_time) -> dict[str, pa.Array]:
@@ -256,20 +312,38 @@ def _commerce(rng, s, sess, page, pid, view_time) -> dict[str, pa.Array]:
     revenue = np.zeros(n, dtype=np.int64)
     np.add.at(revenue, item_owner, price)
     return {
-        "add_to_cart_items": _lists(adds, ADD_TO_CART_ITEM, {
-            "sku": sku, "catalog_id": np.full(len(add_owner), "main", dtype=object),
-            "product_id_hashed": (pid[add_owner].astype(np.uint64) * np.uint64(2654435761)),
-            "add_to_cart_time": _ts(view_time[add_owner] + 5_000),
-        }),
-        "transactions": _lists(paid, TRANSACTION, {
-            "id": tx_id, "revenue_cents": revenue[tx_owner], "transaction_time": _ts(view_time[tx_owner]),
-        }),
-        "transaction_items": _lists(items, TRANSACTION_ITEM, {
-            "id": item_tx, "sku": np.array([f"SKU-{p}" for p in item_pid], dtype=object),
-            "catalog_id": np.full(len(item_owner), "main", dtype=object),
-            "product_id_hashed": item_pid.astype(np.uint64) * np.uint64(2654435761), "revenue_cents": price,
-            "quantity": quantity, "transaction_time": _ts(view_time[item_owner]),
-        }),
+        "add_to_cart_items": _lists(
+            adds,
+            ADD_TO_CART_ITEM,
+            {
+                "sku": sku,
+                "catalog_id": np.full(len(add_owner), "main", dtype=object),
+                "product_id_hashed": (pid[add_owner].astype(np.uint64) * np.uint64(2654435761)),
+                "add_to_cart_time": _ts(view_time[add_owner] + 5_000),
+            },
+        ),
+        "transactions": _lists(
+            paid,
+            TRANSACTION,
+            {
+                "id": tx_id,
+                "revenue_cents": revenue[tx_owner],
+                "transaction_time": _ts(view_time[tx_owner]),
+            },
+        ),
+        "transaction_items": _lists(
+            items,
+            TRANSACTION_ITEM,
+            {
+                "id": item_tx,
+                "sku": np.array([f"SKU-{p}" for p in item_pid], dtype=object),
+                "catalog_id": np.full(len(item_owner), "main", dtype=object),
+                "product_id_hashed": item_pid.astype(np.uint64) * np.uint64(2654435761),
+                "revenue_cents": price,
+                "quantity": quantity,
+                "transaction_time": _ts(view_time[item_owner]),
+            },
+        ),
     }
 
 
@@ -281,7 +355,12 @@ def _app_events(is_app, first, last, view_time, duration) -> pa.Array:
     shifted = rank - first[owner]  # -1 start, 0 show, 1 hide
     event_type = np.where(shifted < 0, 0, np.where(shifted == 0, 1, 2))
     event_time = view_time[owner] + np.where(event_type == 2, duration[owner], 0)
-    return _lists(counts, APP_EVENT, {
-        "event_name": np.array([D.APP_EVENT_NAMES[t] for t in range(3)], dtype=object)[event_type],
-        "event_time": _ts(event_time), "event_type": event_type,
-    })
+    return _lists(
+        counts,
+        APP_EVENT,
+        {
+            "event_name": np.array([D.APP_EVENT_NAMES[t] for t in range(3)], dtype=object)[event_type],
+            "event_time": _ts(event_time),
+            "event_type": event_type,
+        },
+    )

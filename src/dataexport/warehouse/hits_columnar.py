@@ -341,8 +341,9 @@ class HitWindow:
     first_kept_day_ms: int | None = None  # the first instant of the first session day kept; None: no bound
 
     @classmethod
-    def at(cls, now: datetime, *, max_future_seconds: int = DEFAULT_MAX_FUTURE_SECONDS,
-           retention_days: int | None = None) -> HitWindow:
+    def at(
+        cls, now: datetime, *, max_future_seconds: int = DEFAULT_MAX_FUTURE_SECONDS, retention_days: int | None = None
+    ) -> HitWindow:
         first = None
         if retention_days is not None:
             day = expired_before(retention_days, now)  # the retention sweep's own bound
@@ -358,8 +359,10 @@ class HitWindow:
         return f"must not be after {latest} (the server's time plus {self.max_future_seconds} s of clock skew)"
 
     def too_early(self) -> str:
-        return (f"must not be before {_iso(self.first_kept_day_ms or 0)}: the project keeps {self.retention_days} "
-                "days of data, older sessions are deleted")
+        return (
+            f"must not be before {_iso(self.first_kept_day_ms or 0)}: the project keeps {self.retention_days} "
+            "days of data, older sessions are deleted"
+        )
 
 
 def _iso(ms: int) -> str:

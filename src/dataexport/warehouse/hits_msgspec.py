@@ -69,12 +69,17 @@ _DynValue = Union[  # noqa: UP007 - msgspec needs a Union
     Annotated[str, Meta(max_length=MAX_VAR_VALUE)], Annotated[int, Meta(ge=0, le=MAX_DYNAMIC_NUMBER)]
 ]
 _DynKey = Annotated[str, Meta(min_length=1, max_length=MAX_DYNAMIC_KEY)]
-CustomVar = msgspec.defstruct("CustomVar", [
-    ("position", Annotated[int, Meta(ge=1, le=20)]),
-    ("key", Annotated[str, Meta(min_length=1, max_length=MAX_CUSTOM_VAR_KEY)]),
-    ("value", Annotated[str, Meta(max_length=MAX_VAR_VALUE)]),
-    ("scope", Literal["page", "session"], "page"),
-], forbid_unknown_fields=True, gc=False)
+CustomVar = msgspec.defstruct(
+    "CustomVar",
+    [
+        ("position", Annotated[int, Meta(ge=1, le=20)]),
+        ("key", Annotated[str, Meta(min_length=1, max_length=MAX_CUSTOM_VAR_KEY)]),
+        ("value", Annotated[str, Meta(max_length=MAX_VAR_VALUE)]),
+        ("scope", Literal["page", "session"], "page"),
+    ],
+    forbid_unknown_fields=True,
+    gc=False,
+)
 DynamicVar = msgspec.defstruct(
     "DynamicVar", [("key", _DynKey), ("value", _DynValue)], forbid_unknown_fields=True, gc=False
 )
@@ -92,8 +97,11 @@ _HIT_FIELDS += [(k, _type(c) | None, None) for k, c in SCALARS.items() if k not 
 _HIT_FIELDS += [(name, _list_of(s), None) for name, s in _NESTED_STRUCTS.items()]
 _HIT_FIELDS += [
     ("custom_vars", _list_of(CustomVar), None),
-    ("dynamic_vars", Union[dict[_DynKey, _DynValue], Annotated[list[DynamicVar], Meta(max_length=MAX_LIST)], None],  # noqa: UP007
-     None),
+    (
+        "dynamic_vars",
+        Union[dict[_DynKey, _DynValue], Annotated[list[DynamicVar], Meta(max_length=MAX_LIST)], None],  # noqa: UP007
+        None,
+    ),
 ]
 Hit = msgspec.defstruct("Hit", _HIT_FIELDS, forbid_unknown_fields=True, gc=False)
 Envelope = msgspec.defstruct("Envelope", [("hits", list[Hit])], forbid_unknown_fields=True, gc=False)

@@ -38,9 +38,20 @@ SCALARS: dict[str, tuple[int, float, float]] = {
     **{
         name: (_STR, 0, MAX_TEXT)
         for name in (
-            "city", "country_code", "language", "browser_name", "browser_version", "platform_name",
-            "platform_version", "os_version", "app_version", "model", "manufacturer", "referer_url",
-            "title", "screen_name",
+            "city",
+            "country_code",
+            "language",
+            "browser_name",
+            "browser_version",
+            "platform_name",
+            "platform_version",
+            "os_version",
+            "app_version",
+            "model",
+            "manufacturer",
+            "referer_url",
+            "title",
+            "screen_name",
         )
     },
     "density": (_FLOAT, 0, 100),
@@ -48,8 +59,13 @@ SCALARS: dict[str, tuple[int, float, float]] = {
     **{
         name: (_INT, 0, 2**32 - 1)
         for name in (
-            "document_height", "document_width", "view_duration_msec", "page_interaction_time_msec",
-            "dom_interactive_after_msec", "fully_loaded", "start_render",
+            "document_height",
+            "document_width",
+            "view_duration_msec",
+            "page_interaction_time_msec",
+            "dom_interactive_after_msec",
+            "fully_loaded",
+            "start_render",
         )
     },
     "scroll_rate": (_FLOAT, 0, 100),
@@ -57,8 +73,11 @@ SCALARS: dict[str, tuple[int, float, float]] = {
     **{
         name: (_INT, 0, 1)
         for name in (
-            "rage_click_all_targets_ind", "multiple_button_interaction_ind", "any_api_error_ind",
-            "api_error_after_click_ind", "is_excludable",
+            "rage_click_all_targets_ind",
+            "multiple_button_interaction_ind",
+            "any_api_error_ind",
+            "api_error_after_click_ind",
+            "is_excludable",
         )
     },
 }
@@ -72,13 +91,22 @@ _TIME = (_TS, 0, 0)
 # nested list column -> {sub-field: check}, and which sub-fields are required
 NESTED: dict[str, dict[str, tuple[int, float, float]]] = {
     "errors": {
-        "message": _TEXT, "error_time": _TIME, "filename": _TEXT, "error_type": _TEXT,
-        "line_number": _U32, "col_number": _U32,
+        "message": _TEXT,
+        "error_time": _TIME,
+        "filename": _TEXT,
+        "error_type": _TEXT,
+        "line_number": _U32,
+        "col_number": _U32,
     },
     "transactions": {"id": (_STR, 1, MAX_TEXT), "revenue_cents": _U64, "transaction_time": _TIME},
     "transaction_items": {
-        "id": (_STR, 1, MAX_TEXT), "sku": _TEXT, "catalog_id": _TEXT, "product_id_hashed": _U64,
-        "revenue_cents": _U64, "quantity": _U32, "transaction_time": _TIME,
+        "id": (_STR, 1, MAX_TEXT),
+        "sku": _TEXT,
+        "catalog_id": _TEXT,
+        "product_id_hashed": _U64,
+        "revenue_cents": _U64,
+        "quantity": _U32,
+        "transaction_time": _TIME,
     },
     "add_to_cart_items": {"sku": _TEXT, "catalog_id": _TEXT, "product_id_hashed": _U64, "add_to_cart_time": _TIME},
     "app_events": {"event_name": (_STR, 1, MAX_TEXT), "event_time": _TIME, "event_type": (_INT, 0, 2)},

@@ -94,8 +94,13 @@ def _row_numbers(count: int, rejections: HitBatch) -> np.ndarray | None:
 def _too_many_days(days: int, limit: int) -> ValidationFailed:
     return ValidationFailed(
         "The batch spans too many session days.",
-        [FieldError("hits", f"must touch at most {limit} session days (the UTC day of each hit's session_time, "
-                            f"one file each in the store); these touch {days}: send fewer days a request")],
+        [
+            FieldError(
+                "hits",
+                f"must touch at most {limit} session days (the UTC day of each hit's session_time, "
+                f"one file each in the store); these touch {days}: send fewer days a request",
+            )
+        ],
     )
 
 

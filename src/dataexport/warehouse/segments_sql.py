@@ -64,8 +64,9 @@ def _any_view_has(list_filter: Sql) -> Sql:
 def _custom_var(cond: CustomVarCondition) -> Sql:
     op, value, negate = _split(cond.op, cond.value)
     pred = _predicate("_cv.value", op, value)
-    inner = Sql(f"list_filter(custom_vars, lambda _cv: _cv.position = ? AND ({pred.text}))",
-                [cond.position, *pred.params])
+    inner = Sql(
+        f"list_filter(custom_vars, lambda _cv: _cv.position = ? AND ({pred.text}))", [cond.position, *pred.params]
+    )
     out = _any_view_has(inner)
     return Sql(f"(NOT {out.text})", out.params) if negate else out
 

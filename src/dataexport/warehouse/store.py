@@ -62,8 +62,11 @@ COMPRESSION = "zstd"  # of compacted files (compaction.py): small, with dictiona
 # Files written by `append` live until compaction merges them, so they are written for speed: lz4, no
 # dictionaries, statistics only on the columns exports filter files on. Half the CPU of the zstd defaults (the
 # biggest share of an append), for files about 40% larger until their partition is compacted.
-FRESH_FILE_OPTIONS = {"compression": "lz4", "use_dictionary": False,
-                      "write_statistics": ["session_time", "view_time", "device_id"]}
+FRESH_FILE_OPTIONS = {
+    "compression": "lz4",
+    "use_dictionary": False,
+    "write_statistics": ["session_time", "view_time", "device_id"],
+}
 _PROJECT = PAGEVIEW_SCHEMA.get_field_index("project_id")
 _INGESTED = PAGEVIEW_SCHEMA.get_field_index("ingested_at")
 
@@ -77,8 +80,13 @@ class IdempotencyKeyReused(DataExportError):
     def __init__(self) -> None:
         super().__init__(
             "This Idempotency-Key was already used for a different batch; nothing was stored.",
-            [FieldError("Idempotency-Key", "was already used with other hits: send new hits under a new key "
-                                           "(a retry must resend the same hits)")],
+            [
+                FieldError(
+                    "Idempotency-Key",
+                    "was already used with other hits: send new hits under a new key "
+                    "(a retry must resend the same hits)",
+                )
+            ],
         )
 
 

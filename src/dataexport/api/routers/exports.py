@@ -64,8 +64,9 @@ _CREATE_SCHEMA = {
                 "properties": {
                     "fieldName": {"type": "string"},
                     "aliasName": {"type": "string"},
-                    "customVarPosition": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 20},
-                                                    {"type": "string"}]},
+                    "customVarPosition": {
+                        "oneOf": [{"type": "integer", "minimum": 1, "maximum": 20}, {"type": "string"}]
+                    },
                     "dynamicVarKey": {"type": "string"},
                 },
             },
@@ -83,7 +84,8 @@ async def _json_body(request: Request, settings: Settings):
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ValidationFailed(
-            "The request body is not valid JSON.", [FieldError("body", "must be a valid JSON object")],
+            "The request body is not valid JSON.",
+            [FieldError("body", "must be a valid JSON object")],
             error_code="INVALID_JSON",
         ) from None
 
@@ -122,7 +124,9 @@ async def list_exports(
 ):
     def work(conn: Connection) -> dict:
         jobs = jobs_repo.list_jobs(
-            conn, caller.project_id, page,
+            conn,
+            caller.project_id,
+            page,
             format=enum_filter(Format, format, "format"),
             frequency=enum_filter(Frequency, frequency, "frequency"),
             scope=enum_filter(Scope, scope, "scope"),
@@ -208,8 +212,7 @@ def _lifecycle_action(action, *, with_settings: bool = False):
     ):
         def work(session: Session) -> dict:
             extra = {"settings": caller.ctx.settings} if with_settings else {}
-            job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=caller.ctx.clock(),
-                         **extra)
+            job = action(session, caller.project_id, job_id, actor_id=caller.actor_id, now=caller.ctx.clock(), **extra)
             session.flush()
             return ok(job_out(job, caller.project, caller.ctx.settings))
 
@@ -220,14 +223,23 @@ def _lifecycle_action(action, *, with_settings: bool = False):
 
 _JOB_ANSWER = {"response_model": Envelope[JobOut], "response_model_exclude_unset": True}
 router.add_api_route(
-    "/{jobId}", _lifecycle_action(lifecycle.delete_job), methods=["DELETE"], **_JOB_ANSWER,
+    "/{jobId}",
+    _lifecycle_action(lifecycle.delete_job),
+    methods=["DELETE"],
+    **_JOB_ANSWER,
     summary="Delete an export job (extension: state DELETED, no more runs)",
 )
 router.add_api_route(
-    "/{jobId}/suspend", _lifecycle_action(lifecycle.suspend_job), methods=["POST"], **_JOB_ANSWER,
+    "/{jobId}/suspend",
+    _lifecycle_action(lifecycle.suspend_job),
+    methods=["POST"],
+    **_JOB_ANSWER,
     summary="Suspend a daily or hourly job (extension)",
 )
 router.add_api_route(
-    "/{jobId}/resume", _lifecycle_action(lifecycle.resume_job, with_settings=True), methods=["POST"], **_JOB_ANSWER,
+    "/{jobId}/resume",
+    _lifecycle_action(lifecycle.resume_job, with_settings=True),
+    methods=["POST"],
+    **_JOB_ANSWER,
     summary="Resume a suspended daily or hourly job (extension)",
 )

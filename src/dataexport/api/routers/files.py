@@ -18,19 +18,29 @@ _TEXT = {"text/plain": {"schema": {"type": "string"}}}
 # What the route really answers (storage.http): the part's bytes, or a short text reason.
 _ANSWERS = {
     200: {"description": "The whole part", "content": {"application/gzip": _PART, "application/octet-stream": _PART}},
-    206: {"description": "One byte range of the part (Range: bytes=...)",
-          "content": {"application/gzip": _PART, "application/octet-stream": _PART}},
+    206: {
+        "description": "One byte range of the part (Range: bytes=...)",
+        "content": {"application/gzip": _PART, "application/octet-stream": _PART},
+    },
     403: {"description": "Missing or invalid signature", "content": _TEXT},
-    404: {"description": "No such file (JSON envelope when storage is S3, whose URLs are presigned)",
-          "content": {**_TEXT, "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}},
+    404: {
+        "description": "No such file (JSON envelope when storage is S3, whose URLs are presigned)",
+        "content": {**_TEXT, "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    },
     410: {"description": "The download link has expired", "content": _TEXT},
-    416: {"description": "The range starts past the end of the part",
-          "content": {"application/gzip": _PART, "application/octet-stream": _PART}},
+    416: {
+        "description": "The range starts past the end of the part",
+        "content": {"application/gzip": _PART, "application/octet-stream": _PART},
+    },
 }
 
 
-@router.get("/files/{key:path}", summary="Download an export part (signed URL from a run's files[].url)",
-            response_class=StreamingResponse, responses=_ANSWERS)
+@router.get(
+    "/files/{key:path}",
+    summary="Download an export part (signed URL from a run's files[].url)",
+    response_class=StreamingResponse,
+    responses=_ANSWERS,
+)
 def download(key: str, request: Request, ctx: AppContext = Depends(get_context)):
     return _answer(key, request, ctx, with_body=True)
 
@@ -46,8 +56,13 @@ def _answer(key: str, request: Request, ctx: AppContext, *, with_body: bool) -> 
     if not isinstance(ctx.storage, LocalStorage):  # S3 deployments hand out presigned S3 URLs instead
         raise NotFound("No such file.")
     status, headers, body = signed_file_response(
-        ctx.storage, key, request.query_params.get("expires"), request.query_params.get("sig"),
-        request.headers.get("range"), ctx.clock(), with_body=with_body,
+        ctx.storage,
+        key,
+        request.query_params.get("expires"),
+        request.query_params.get("sig"),
+        request.headers.get("range"),
+        ctx.clock(),
+        with_body=with_body,
     )
     if not with_body:
         return Response(b"", status_code=status, headers=headers)  # headers keep the GET's Content-Length

@@ -15,8 +15,11 @@ def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the metadata DB answers",
-            responses={503: {"description": "The metadata DB does not answer"}})
+@router.get(
+    "/readyz",
+    summary="Readiness: the metadata DB answers",
+    responses={503: {"description": "The metadata DB does not answer"}},
+)
 def readyz(ctx: AppContext = Depends(get_context)):
     try:
         with ctx.engine.connect() as conn:

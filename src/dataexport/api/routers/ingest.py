@@ -44,8 +44,9 @@ def _project_of_key(conn: Connection, ctx: AppContext, key: str) -> ProjectInfo:
             row = tenants.get_project(session, project_id)
             if row is None:  # deleted between the two reads
                 raise AuthError("The ingest key is not valid.", error_code="INGEST_KEY_INVALID")
-            project = ProjectInfo(id=row.id, account_id=row.account_id, timezone=row.timezone,
-                                  retention_days=row.retention_days)
+            project = ProjectInfo(
+                id=row.id, account_id=row.account_id, timezone=row.timezone, retention_days=row.retention_days
+            )
         ctx.projects.put(project)
     return project
 
@@ -58,7 +59,7 @@ INGEST_BATCHES_AT_ONCE = 2  # the app's `ingest_gate` semaphore (api.app.create_
 
 @router.post(
     "/ingest/v1/pageviews",
-    summary="Ingest pageview hits (JSON array, {\"hits\": [...]}, or NDJSON)",
+    summary='Ingest pageview hits (JSON array, {"hits": [...]}, or NDJSON)',
     response_model=Envelope[IngestResultOut],
     responses={
         400: {"model": ErrorEnvelope, "description": "No hit of the batch could be stored, or the body is invalid"},
@@ -67,10 +68,15 @@ INGEST_BATCHES_AT_ONCE = 2  # the app's `ingest_gate` semaphore (api.app.create_
         413: {"model": ErrorEnvelope, "description": "The body is over 32 MB"},
         422: {"model": ErrorEnvelope, "description": "The Idempotency-Key was used before with other hits"},
     },
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
-        "application/x-ndjson": {"schema": {"type": "string"}},
-    }}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def ingest_pageviews(
     request: Request,
@@ -89,10 +95,19 @@ async def ingest_pageviews(
 
     def work():
         now = ctx.clock()
-        window = HitWindow.at(now, max_future_seconds=settings.ingest_max_future_seconds,
-                              retention_days=project.retention_days)
-        return ingest(ctx.warehouse, project.id, raw, ndjson=ndjson, idempotency_key=idempotency_key, now=now,
-                      window=window, max_session_days=settings.ingest_max_partitions_per_batch)
+        window = HitWindow.at(
+            now, max_future_seconds=settings.ingest_max_future_seconds, retention_days=project.retention_days
+        )
+        return ingest(
+            ctx.warehouse,
+            project.id,
+            raw,
+            ndjson=ndjson,
+            idempotency_key=idempotency_key,
+            now=now,
+            window=window,
+            max_session_days=settings.ingest_max_partitions_per_batch,
+        )
 
     async with request.app.state.ingest_gate:
         result = await run_in_threadpool(work)
@@ -103,5 +118,12 @@ async def ingest_pageviews(
             [FieldError(f"hits[{e.index}].{e.field}", e.message) for e in result.errors],
             error_code="INVALID_HITS",
         )
-    return ok({"batchId": result.batch_id, "stored": result.stored, "rejected": result.rejected,
-               "duplicate": result.duplicate, "errors": errors})
+    return ok(
+        {
+            "batchId": result.batch_id,
+            "stored": result.stored,
+            "rejected": result.rejected,
+            "duplicate": result.duplicate,
+            "errors": errors,
+        }
+    )

@@ -113,11 +113,19 @@ def _load_client(session: Session, client_id: str) -> _Client | None:
     client = tenants.client_by_client_id(session, client_id)
     if client is None:
         return None
-    projects = () if client.project_id is not None else tuple(
-        p.id for p in tenants.list_projects(session, account_id=client.account_id)
+    projects = (
+        ()
+        if client.project_id is not None
+        else tuple(p.id for p in tenants.list_projects(session, account_id=client.account_id))
     )
-    return _Client(pk=client.id, secret_hash=client.secret_hash, account_id=client.account_id,
-                   project_id=client.project_id, revoked=client.revoked_at is not None, account_projects=projects)
+    return _Client(
+        pk=client.id,
+        secret_hash=client.secret_hash,
+        account_id=client.account_id,
+        project_id=client.project_id,
+        revoked=client.revoked_at is not None,
+        account_projects=projects,
+    )
 
 
 def _grant(client: _Client, requested_project: int | None, scopes: frozenset[str]) -> TokenClaims:
@@ -140,8 +148,12 @@ def _grant(client: _Client, requested_project: int | None, scopes: frozenset[str
 def _refuse_if_throttled(guard: TokenGuard, key: tuple[str, str], now: float) -> None:
     verdict = guard.throttle.check(key, now)
     if not verdict.allowed:
-        raise _OAuthFailure(429, "too_many_requests", "Too many failed attempts for this client from this "
-                            f"address; retry in {verdict.retry_after} s.", verdict.retry_after)
+        raise _OAuthFailure(
+            429,
+            "too_many_requests",
+            f"Too many failed attempts for this client from this address; retry in {verdict.retry_after} s.",
+            verdict.retry_after,
+        )
 
 
 async def _authenticate(request: Request, ctx: AppContext, client_id: str, secret: str) -> _Client:

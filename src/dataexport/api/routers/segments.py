@@ -36,8 +36,13 @@ async def list_segments(
         segments = segments_repo.list_segments(session, caller.project_id, wanted)
         return ok(
             [
-                {"id": s.id, "name": s.name, "source": s.source, "createdAt": iso(s.created_at),
-                 "updatedAt": iso(s.updated_at)}
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "source": s.source,
+                    "createdAt": iso(s.created_at),
+                    "updatedAt": iso(s.updated_at),
+                }
                 for s in segments
             ]
         )

@@ -40,8 +40,14 @@ def read_job(conn: Connection, project_id: int, job_id: int) -> Row | None:
 
 
 def list_jobs(
-    conn: Connection, project_id: int, page: Page, *, format: Format | None = None,
-    frequency: Frequency | None = None, scope: Scope | None = None, state: JobState | None = None,
+    conn: Connection,
+    project_id: int,
+    page: Page,
+    *,
+    format: Format | None = None,
+    frequency: Frequency | None = None,
+    scope: Scope | None = None,
+    state: JobState | None = None,
 ) -> list[Row]:
     filters = {"format": format, "frequency": frequency, "scope": scope, "state": state}
     given = {name: value.value for name, value in filters.items() if value is not None}
@@ -78,20 +84,25 @@ def lock_project_jobs(session: Session, project_id: int) -> None:
 
 
 def count_active_jobs(session: Session, project_id: int) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(ExportJob)
-        .where(ExportJob.project_id == project_id, ExportJob.state.in_(QUOTA_STATES))
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(ExportJob)
+            .where(ExportJob.project_id == project_id, ExportJob.state.in_(QUOTA_STATES))
+        )
+        or 0
+    )
 
 
 def recurring_jobs_to_schedule(session: Session) -> list[ExportJob]:
     return list(
         session.scalars(
-            select(ExportJob).where(
+            select(ExportJob)
+            .where(
                 ExportJob.state == JobState.ACTIVE.value,
                 ExportJob.frequency != Frequency.ONCE.value,
-            ).order_by(ExportJob.id)
+            )
+            .order_by(ExportJob.id)
         )
     )
 

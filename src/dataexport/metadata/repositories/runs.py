@@ -25,14 +25,29 @@ _jobs = ExportJob.__table__
 _RUNS = select(_runs).where(_runs.c.job_id == bindparam("job_id"))
 _RUNS_IN_STATE = _RUNS.where(_runs.c.state == bindparam("state"))
 _RUN = select(_runs).where(_runs.c.id == bindparam("run_id"), _runs.c.job_id == bindparam("job_id"))
-_FILES = (select(_files).where(_files.c.run_id == bindparam("run_id"), _files.c.deleted.is_(False))
-          .order_by(_files.c.part_id))
-_NB_FILES = (select(func.count(_files.c.id)).where(_files.c.run_id == _runs.c.id, _files.c.deleted.is_(False))
-             .correlate(_runs).scalar_subquery())
+_FILES = (
+    select(_files).where(_files.c.run_id == bindparam("run_id"), _files.c.deleted.is_(False)).order_by(_files.c.part_id)
+)
+_NB_FILES = (
+    select(func.count(_files.c.id))
+    .where(_files.c.run_id == _runs.c.id, _files.c.deleted.is_(False))
+    .correlate(_runs)
+    .scalar_subquery()
+)
 _SUCCESSFUL = (
-    select(_runs.c.job_id, _runs.c.id.label("run_id"), _jobs.c.name, _jobs.c.project_id, _runs.c.window_start,
-           _runs.c.window_end, _runs.c.ended_at, _jobs.c.format, _jobs.c.scope, _jobs.c.frequency,
-           _NB_FILES.label("nb_files"))
+    select(
+        _runs.c.job_id,
+        _runs.c.id.label("run_id"),
+        _jobs.c.name,
+        _jobs.c.project_id,
+        _runs.c.window_start,
+        _runs.c.window_end,
+        _runs.c.ended_at,
+        _jobs.c.format,
+        _jobs.c.scope,
+        _jobs.c.frequency,
+        _NB_FILES.label("nb_files"),
+    )
     .join(_jobs, _jobs.c.id == _runs.c.job_id)
     .where(_runs.c.project_id == bindparam("project_id"), _runs.c.state == RunState.SUCCESS.value)
 )

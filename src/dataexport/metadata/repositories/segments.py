@@ -18,9 +18,7 @@ def create_segment(session: Session, *, project_id: int, name: str, filter: dict
 
 def get_segment(session: Session, project_id: int, segment_id: int) -> Segment | None:
     """Scoped to the project: another project's segment id is simply not found."""
-    return session.scalars(
-        select(Segment).where(Segment.id == segment_id, Segment.project_id == project_id)
-    ).first()
+    return session.scalars(select(Segment).where(Segment.id == segment_id, Segment.project_id == project_id)).first()
 
 
 def list_segments(session: Session, project_id: int, ids: Sequence[int] | None = None) -> list[Segment]:

@@ -22,12 +22,22 @@ def get_account(session: Session, account_id: int) -> Account | None:
 
 
 def create_project(
-    session: Session, *, account_id: int, name: str, timezone: str, retention_days: int,
-    ingest_key_hash: str | None, now: datetime,
+    session: Session,
+    *,
+    account_id: int,
+    name: str,
+    timezone: str,
+    retention_days: int,
+    ingest_key_hash: str | None,
+    now: datetime,
 ) -> Project:
     project = Project(
-        account_id=account_id, name=name, timezone=timezone, retention_days=retention_days,
-        ingest_key_hash=ingest_key_hash, created_at=now,
+        account_id=account_id,
+        name=name,
+        timezone=timezone,
+        retention_days=retention_days,
+        ingest_key_hash=ingest_key_hash,
+        created_at=now,
     )
     session.add(project)
     session.flush()
@@ -65,12 +75,22 @@ def count_clients(session: Session, *, account_id: int | None = None, project_id
 
 
 def create_client(
-    session: Session, *, client_id: str, secret_hash: str, account_id: int, project_id: int | None,
-    name: str, now: datetime,
+    session: Session,
+    *,
+    client_id: str,
+    secret_hash: str,
+    account_id: int,
+    project_id: int | None,
+    name: str,
+    now: datetime,
 ) -> OAuthClient:
     client = OAuthClient(
-        client_id=client_id, secret_hash=secret_hash, account_id=account_id, project_id=project_id,
-        name=name, created_at=now,
+        client_id=client_id,
+        secret_hash=secret_hash,
+        account_id=account_id,
+        project_id=project_id,
+        name=name,
+        created_at=now,
     )
     session.add(client)
     session.flush()

@@ -105,8 +105,12 @@ def try_claim(session: Session, run_id: int, *, worker_id: str, now: datetime, l
         update(JobRun)
         .where(JobRun.id == run_id, _claimable(JobRun, now))
         .values(
-            state=RunState.RUNNING.value, lease_owner=worker_id, lease_expires_at=now + lease,
-            attempts=JobRun.attempts + 1, started_at=now, completion_rate=0.0,
+            state=RunState.RUNNING.value,
+            lease_owner=worker_id,
+            lease_expires_at=now + lease,
+            attempts=JobRun.attempts + 1,
+            started_at=now,
+            completion_rate=0.0,
         )
     )
     return (result.rowcount or 0) == 1
@@ -136,15 +140,16 @@ def lock_own_run(session: Session, run_id: int, worker_id: str) -> JobRun | None
 def set_job_state_for_once(session: Session, job_id: int, state: JobState) -> None:
     session.execute(
         update(ExportJob)
-        .where(ExportJob.id == job_id, ExportJob.frequency == Frequency.ONCE.value,
-               ExportJob.state != JobState.DELETED.value)
+        .where(
+            ExportJob.id == job_id,
+            ExportJob.frequency == Frequency.ONCE.value,
+            ExportJob.state != JobState.DELETED.value,
+        )
         .values(state=state.value)
     )
 
 
 def expired_files(session: Session, now: datetime, limit: int = 500) -> list[RunFile]:
     return list(
-        session.scalars(
-            select(RunFile).where(RunFile.expiration_date <= now, RunFile.deleted.is_(False)).limit(limit)
-        )
+        session.scalars(select(RunFile).where(RunFile.expiration_date <= now, RunFile.deleted.is_(False)).limit(limit))
     )
