@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataexport.warehouse.arrow_stream import stream_arrow
 from dataexport.warehouse.durable import exchange_dirs, fsync_dir, try_lock_removable, unlock_and_remove
 from dataexport.warehouse.layout import partition_dir
 from dataexport.warehouse.schema import NATURAL_KEY, PAGEVIEW_SCHEMA, PARTITION_ROOT
@@ -110,14 +111,16 @@ def _merge(sources: list[Path], target: Path) -> tuple[int, int]:
         rows_before = con.sql(count_sql, params=[files]).fetchall()[0][0]
         key = ", ".join(NATURAL_KEY)
         # Latest ingest wins; the file name breaks ties so a rerun picks the same row.
-        reader = con.sql(
+        reader = stream_arrow(
+            con,
             f"""
             SELECT * EXCLUDE (filename) FROM read_parquet(?, filename = true, hive_partitioning = false)
             QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY ingested_at DESC, filename DESC) = 1
             ORDER BY user_id, session_id, view_number
             """,
-            params=[files],
-        ).to_arrow_reader(BATCH_ROWS)
+            [files],
+            BATCH_ROWS,
+        )
         rows_after = 0
         with open(target, "wb") as f:
             with pq.ParquetWriter(f, PAGEVIEW_SCHEMA, compression=COMPRESSION) as writer:
