@@ -321,8 +321,9 @@ def test_request_headers_over_the_cap_are_refused(served):
 def test_a_connection_must_send_its_headers_in_time(served):
     # Headers that stop coming, or that trickle in a byte at a time: 408 at the deadline, whatever was sent.
     for trickle in (False, True):
-        sock = connect(served, b"GET /healthz HTTP/1.1\r\n")
+        # Taken before connecting: the server arms its deadline when it accepts, which may precede connect()'s return.
         started = time.monotonic()
+        sock = connect(served, b"GET /healthz HTTP/1.1\r\n")
         if trickle:
             for byte in b"Host: 127.0.0.1\r\nX-Slow: " + b"s" * 40:
                 if select.select([sock], [], [], 0.2)[0]:  # answered: stop sending
@@ -336,8 +337,8 @@ def test_a_connection_must_send_its_headers_in_time(served):
             {"field": "headers", "message": f"must be sent completely within {HEADER_TIMEOUT:g} seconds"}
         ]
     # A connection that sends nothing is closed at the deadline, without an answer.
-    silent = connect(served)
     started = time.monotonic()
+    silent = connect(served)
     assert read_until_closed(silent) == b"" and time.monotonic() - started < HEADER_TIMEOUT + 5
     silent.close()
     # A malformed request line gets the envelope too.
