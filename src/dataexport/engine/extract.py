@@ -1,57 +1,35 @@
-"""One run's extraction: job spec -> the warehouse's export stream of the window -> gzip parts on local disk."""
+"""One run's extraction: the warehouse's export stream of the window -> gzip parts on local disk."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from dataexport.domain.enums import DEVICE_IDS_BY_LABEL, DeviceLabel, Format, Scope
-from dataexport.domain.fieldspec import FieldSpec
-from dataexport.domain.segment_filter import SegmentFilter
+from dataexport.domain.enums import Format
 from dataexport.warehouse.export_read import ExportRequest, ReadLimits, open_export
+from dataexport.warehouse.query import Output
 from dataexport.writers import PartInfo, write_parts
 
 
-@dataclass(frozen=True)
-class ExtractionSpec:
-    project_id: int
-    timezone: str
-    scope: Scope
-    format: Format
-    fields: list[FieldSpec]
-    device_label: DeviceLabel
-    segment_filter: SegmentFilter | None
-    window_start: datetime
-    window_end: datetime
+def output_for(fmt: Format) -> Output:
+    """What the export query shapes its rows as, for a job's format."""
+    return "csv" if fmt is Format.CSV else "jsonl"
 
 
 def extract(
-    spec: ExtractionSpec,
+    request: ExportRequest,
     *,
+    fmt: Format,
     warehouse_root: Path,
     work_dir: Path,
     part_max_bytes: int,
     gzip_level: int,
     threads: int,
     memory_limit: int = 192_000_000,
-    ordered: bool = False,
     rows_per_slice: int | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> list[PartInfo]:
-    request = ExportRequest(
-        project_id=spec.project_id,
-        scope=spec.scope,
-        fields=spec.fields,
-        window_start=spec.window_start,
-        window_end=spec.window_end,
-        timezone=spec.timezone,
-        device_ids=DEVICE_IDS_BY_LABEL[spec.device_label],
-        segment_filter=spec.segment_filter,
-        output="csv" if spec.format is Format.CSV else "jsonl",
-        ordered=ordered,
-    )
+    """Write the rows of `request` (whose output is `output_for(fmt)`) as `fmt` parts in `work_dir`."""
     work_dir.mkdir(parents=True, exist_ok=True)
     # A bounded memory limit with a spill directory, and slices of whole sessions, keep a worker's memory
     # flat whatever the window's size.
@@ -67,7 +45,7 @@ def extract(
 
         return write_parts(
             stream,
-            fmt=spec.format,
+            fmt=fmt,
             columns=stream.columns,
             work_dir=work_dir,
             part_max_bytes=part_max_bytes,

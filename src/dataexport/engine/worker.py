@@ -21,17 +21,18 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from dataexport.config import Settings
-from dataexport.domain.enums import DeviceLabel, Format, JobState, RunState, Scope
+from dataexport.domain.enums import DEVICE_IDS_BY_LABEL, DeviceLabel, Format, JobState, RunState, Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.schedule import Window
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.domain.timeparse import format_instant as iso
 from dataexport.engine import retry
-from dataexport.engine.extract import ExtractionSpec, extract
+from dataexport.engine.extract import extract, output_for
 from dataexport.metadata.db import transaction
 from dataexport.metadata.models import ExportJob, JobRun, RunFile
 from dataexport.metadata.repositories import segments as segments_repo
 from dataexport.metadata.repositories import tenants, work
+from dataexport.warehouse.export_read import ExportRequest
 from dataexport.writers import PartInfo, part_file_name
 
 log = structlog.get_logger()
@@ -125,7 +126,7 @@ class Worker:
 
     # ------------------------------------------------------------------ executing
     def execute(self, run_id: int) -> RunOutcome:
-        spec, run_snapshot, attempt = self._load(run_id)
+        request, fmt, run_snapshot, attempt = self._load(run_id)
         work_root = Path(self.settings.data_dir) / "work"
         for stale in work_root.glob(f"run-{run_id}-a*"):  # left by a worker that died on this run
             shutil.rmtree(stale, ignore_errors=True)
@@ -135,19 +136,19 @@ class Worker:
         recording = False
         try:
             parts = extract(
-                spec,
+                request,
+                fmt=fmt,
                 warehouse_root=self.settings.resolved_warehouse_dir,
                 work_dir=work_dir,
                 part_max_bytes=self.settings.part_max_bytes,
                 gzip_level=self.settings.gzip_level,
                 threads=self.threads,
                 memory_limit=self.settings.duckdb_memory_limit,
-                ordered=self.settings.sort_exports,
                 rows_per_slice=self.settings.export_slice_rows,
                 on_progress=heartbeat.set_progress,
             )
             heartbeat.check()
-            keys = self._publish(run_snapshot, attempt, spec, parts)
+            keys = self._publish(run_snapshot, attempt, request, fmt, parts)
             heartbeat.stop()
             recording = True
             outcome = self._record_success(run_id, attempt, parts, keys)
@@ -178,7 +179,7 @@ class Worker:
             shutil.rmtree(work_dir, ignore_errors=True)
         return outcome
 
-    def _load(self, run_id: int) -> tuple[ExtractionSpec, JobRun, int]:
+    def _load(self, run_id: int) -> tuple[ExportRequest, Format, JobRun, int]:
         with transaction(self.sessions) as session:
             run = session.get(JobRun, run_id)
             job = session.get(ExportJob, run.job_id)
@@ -187,27 +188,31 @@ class Worker:
             if job.segment_id is not None:
                 segment = segments_repo.get_segment(session, job.project_id, job.segment_id)
                 segment_filter = parse_segment_filter(segment.filter) if segment else None
-            spec = ExtractionSpec(
+            fmt = Format(job.format)
+            request = ExportRequest(
                 project_id=job.project_id,
-                timezone=project.timezone,
                 scope=Scope(job.scope),
-                format=Format(job.format),
                 fields=[FieldSpec.from_json(f) for f in job.fields],
-                device_label=DeviceLabel(job.device_label),
-                segment_filter=segment_filter,
                 window_start=run.window_start,
                 window_end=run.window_end,
+                timezone=project.timezone,
+                device_ids=DEVICE_IDS_BY_LABEL[DeviceLabel(job.device_label)],
+                segment_filter=segment_filter,
+                output=output_for(fmt),
+                ordered=self.settings.sort_exports,
             )
             session.expunge(run)
-            return spec, run, run.attempts
+            return request, fmt, run, run.attempts
 
-    def _publish(self, run: JobRun, attempt: int, spec: ExtractionSpec, parts: list[PartInfo]) -> list[str]:
+    def _publish(
+        self, run: JobRun, attempt: int, request: ExportRequest, fmt: Format, parts: list[PartInfo]
+    ) -> list[str]:
         prefix = run_prefix(run, attempt)
         keys = []
         for part in parts:
             if self.stopping.is_set():
                 raise Cancelled()
-            key = f"{prefix}/{part_file_name(part.part_id, spec.format)}"
+            key = f"{prefix}/{part_file_name(part.part_id, fmt)}"
             self.storage.publish(part.path, key)
             keys.append(key)
         manifest = {
@@ -217,9 +222,9 @@ class Worker:
             # `to` inclusive to the millisecond, as the API shows windows.
             "from": iso(run.window_start),
             "to": iso(Window(run.window_start, run.window_end).last_ms),
-            "format": spec.format.value,
-            "scope": spec.scope.value,
-            "fields": [f.to_json() for f in spec.fields],
+            "format": fmt.value,
+            "scope": request.scope.value,
+            "fields": [f.to_json() for f in request.fields],
             "totalRows": sum(p.rows for p in parts),
             "parts": [
                 {"partId": p.part_id, "key": k, "rows": p.rows, "fileSize": p.size, "sha256": p.sha256}
