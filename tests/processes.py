@@ -144,3 +144,16 @@ def count_part_records(fmt: str, content: str) -> int:
     lines = content.splitlines()
     assert all(isinstance(json.loads(line), dict) for line in lines)
     return len(lines)
+
+
+def cli_json(env: dict[str, str], *args: str) -> dict:
+    """Run `dataexport ARGS --json` in a process of its own with `env`; its JSON answer."""
+    out = subprocess.run(
+        [sys.executable, "-m", "dataexport.cli", *args, "--json"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return json.loads(out.stdout)

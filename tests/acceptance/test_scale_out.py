@@ -9,9 +9,6 @@ part must download through its presigned URL with no Authorization header and ad
 from __future__ import annotations
 
 import gzip
-import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -22,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from processes import Service, answers, count_part_records, service_env, stamp, wait_until
+from processes import Service, answers, cli_json, count_part_records, service_env, stamp, wait_until
 from support import create_pg_database, drop_pg_database, free_port, postgres_available
 
 pytestmark = [
@@ -62,18 +59,6 @@ FIELDS = {
 
 def _env(base: dict[str, str]) -> dict[str, str]:
     return service_env(base)
-
-
-def _cli_json(env: dict[str, str], *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "dataexport.cli", *args, "--json"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return json.loads(out.stdout)
 
 
 def _start(name: str, env: dict[str, str], log_dir: Path, *args: str, port: int | None = None) -> Service:
@@ -126,8 +111,8 @@ def cluster(tmp_path, pg_url, s3_server):
         }
     )
     # The CLI migrates the fresh database once, before the replicas start.
-    project = _cli_json(env, "projects", "create", "--name", "Scale out")
-    client = _cli_json(env, "clients", "create", "--project", str(project["project_id"]))
+    project = cli_json(env, "projects", "create", "--name", "Scale out")
+    client = cli_json(env, "clients", "create", "--project", str(project["project_id"]))
     with PageviewStore(data_dir / "warehouse") as store:
         summary = generate(
             store, project["project_id"], days=DEMO_DAYS, sessions_per_day=DEMO_SESSIONS_PER_DAY, now=datetime.now(UTC)

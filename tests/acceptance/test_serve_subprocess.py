@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,22 +12,14 @@ import httpx
 import pytest
 
 from examples import example_daily, example_once
+from processes import cli_json
 from support import free_port
 
 pytestmark = pytest.mark.acceptance
 
 
 def _cli(data_dir: Path, *args: str) -> dict:
-    env = {**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir)}
-    out = subprocess.run(
-        [sys.executable, "-m", "dataexport.cli", *args, "--json"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return json.loads(out.stdout)
+    return cli_json({**os.environ, "DATAEXPORT_DATA_DIR": str(data_dir)}, *args)
 
 
 def _children(pid: int) -> list[int]:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from processes import Service, answers, service_env, wait_until
+from processes import Service, answers, cli_json, service_env, wait_until
 from support import free_port
 
 pytestmark = pytest.mark.acceptance
@@ -52,24 +52,12 @@ print(json.dumps(statuses))
 """
 
 
-def _cli(env: dict[str, str], *args: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "dataexport.cli", *args, "--json"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return json.loads(out.stdout)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("token-load")
     env = service_env({"DATAEXPORT_DATA_DIR": str(data_dir), "DATAEXPORT_LOG_JSON": "true"})
-    project = _cli(env, "projects", "create", "--name", "Load")
-    client = _cli(env, "clients", "create", "--project", str(project["project_id"]))
+    project = cli_json(env, "projects", "create", "--name", "Load")
+    client = cli_json(env, "clients", "create", "--project", str(project["project_id"]))
     port = free_port()
     api = Service(
         "api",
