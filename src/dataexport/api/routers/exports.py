@@ -79,7 +79,7 @@ async def _json_body(request: Request):
     raw = await request.body()
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
+    except (ValueError, UnicodeDecodeError):  # nesting is bounded before (api/http_guards.py)
         raise ValidationFailed(
             "The request body is not valid JSON.",
             [FieldError("body", "must be a valid JSON object")],
