@@ -36,9 +36,11 @@ fuzz: venv
 test-slow: venv
 	$(BIN)/python -m pytest -m slow
 
+## lint: ruff's rules and formatting, then mypy (pyproject.toml [tool.mypy]: strict for domain, writers, storage)
 lint: venv
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
 
 clean:
 	rm -rf $(VENV) var

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 
 class Format(StrEnum):
@@ -65,8 +66,10 @@ FILTER_DEVICE_ID_BY_LABEL: dict[DeviceLabel, int] = {
 }
 LABEL_BY_FILTER_DEVICE_ID = {v: k for k, v in FILTER_DEVICE_ID_BY_LABEL.items()}
 
+_E = TypeVar("_E", bound=StrEnum)
 
-def parse_enum(enum_cls: type[StrEnum], raw: str, *, case_insensitive: bool = True) -> StrEnum | None:
+
+def parse_enum(enum_cls: type[_E], raw: str, *, case_insensitive: bool = True) -> _E | None:
     """Return the member whose value matches `raw` (case-insensitively), or None."""
     for member in enum_cls:
         if member.value == raw or (case_insensitive and member.value.lower() == raw.lower()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 CUSTOM_VAR = "custom_var"
 DYNAMIC_VAR = "dynamic_var"
@@ -26,8 +27,8 @@ class FieldSpec:
             return f"dynamic_var_{self.dynamic_var_key}"
         return self.field_name
 
-    def to_json(self) -> dict:
-        out: dict = {"fieldName": self.field_name}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"fieldName": self.field_name}
         if self.alias_name is not None:
             out["aliasName"] = self.alias_name
         if self.custom_var_position is not None:
@@ -37,7 +38,7 @@ class FieldSpec:
         return out
 
     @classmethod
-    def from_json(cls, raw: dict) -> FieldSpec:
+    def from_json(cls, raw: dict[str, Any]) -> FieldSpec:
         return cls(
             field_name=raw["fieldName"],
             alias_name=raw.get("aliasName"),

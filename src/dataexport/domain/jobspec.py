@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from dataexport import catalog
 from dataexport.domain.enums import DeviceLabel, Format, Frequency, Scope, parse_enum
@@ -37,6 +38,8 @@ TOP_LEVEL_KEYS = {"name", "format", "scope", "frequency", "fields", "deviceLabel
 FREQUENCY_KEYS = {"value", "dateRange"}
 DATE_RANGE_KEYS = {"from", "to"}
 FIELD_KEYS = {"fieldName", "aliasName", "customVarPosition", "dynamicVarKey"}
+
+_E = TypeVar("_E", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -72,14 +75,16 @@ class _Collector:
             return [*self.errors, FieldError("body", f"has more problems: only the first {MAX_ERRORS} are listed")]
         return self.errors
 
-    def unknown_keys(self, obj: dict, allowed: set[str], prefix: str) -> None:
+    def unknown_keys(self, obj: dict[str, Any], allowed: set[str], prefix: str) -> None:
         for key in obj:
             if key not in allowed:
                 shown = key if len(key) <= 64 else key[:64] + "..."
                 self.add(f"{prefix}{shown}", "is not a known field")
 
 
-def _enum(c: _Collector, raw: Any, enum_cls, field: str, *, required: bool = True, max_len: int = 64):
+def _enum(
+    c: _Collector, raw: Any, enum_cls: type[_E], field: str, *, required: bool = True, max_len: int = 64
+) -> _E | None:
     if raw is None:
         if required:
             c.add(field, "is required")
@@ -218,7 +223,9 @@ def _fields(c: _Collector, raw: Any, scope: Scope | None) -> tuple[FieldSpec, ..
     return tuple(specs)
 
 
-def _frequency(c: _Collector, raw: Any, now: datetime, retention_days: int):
+def _frequency(
+    c: _Collector, raw: Any, now: datetime, retention_days: int
+) -> tuple[Frequency | None, datetime | None, datetime | None]:
     if raw is None:
         c.add("frequency", "is required")
         return None, None, None
@@ -238,7 +245,7 @@ def _frequency(c: _Collector, raw: Any, now: datetime, retention_days: int):
         c.add("frequency.dateRange", "must be an object with from and to")
         return freq, None, None
     c.unknown_keys(date_range, DATE_RANGE_KEYS, "frequency.dateRange.")
-    bounds = {}
+    bounds: dict[str, datetime] = {}
     for key in ("from", "to"):
         field = f"frequency.dateRange.{key}"
         value = date_range.get(key)
@@ -285,6 +292,8 @@ def parse_job_spec(raw: Any, *, now: datetime, retention_days: int) -> JobSpec:
     if c.errors:
         first = c.errors[0]
         raise ValidationFailed(f"Invalid export job: {first.field} {first.message}.", c.listed())
+    # Each required value that is missing or invalid added an error above, so none is None here.
+    assert isinstance(name, str) and fmt is not None and scope is not None and freq is not None and device is not None
     return JobSpec(
         name=name,
         format=fmt,

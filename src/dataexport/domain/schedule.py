@@ -283,7 +283,7 @@ def schedule_view(
         if once_range is None:
             raise ValueError("a once job needs its range")
         window = once_range
-        start_time = once_runnable_at(window, created_at=created_at, session_timeout=session_timeout)
+        start_time: datetime | None = once_runnable_at(window, created_at=created_at, session_timeout=session_timeout)
     else:
         window = pending_window(freq, created_at=created_at, last_window_start=last_window_start, tz=tz)
         start_time = runnable_at(

@@ -134,12 +134,12 @@ class _Parser:
             return NotOf(self.node(raw["not"], f"{path}.not", depth + 1))
         return self.condition(raw, path)
 
-    def only(self, raw: dict, allowed: set[str], path: str) -> None:
+    def only(self, raw: dict[str, Any], allowed: set[str], path: str) -> None:
         extra = sorted(set(raw) - allowed)
         if extra:
             raise _fail(f"{path}.{extra[0]}", "unknown key")
 
-    def group(self, raw: dict, combinator: str, path: str, depth: int) -> Node:
+    def group(self, raw: dict[str, Any], combinator: str, path: str, depth: int) -> Node:
         self.only(raw, {combinator}, path)
         children = raw[combinator]
         here = f"{path}.{combinator}"
@@ -150,7 +150,7 @@ class _Parser:
         parsed = tuple(self.node(c, f"{here}[{i}]", depth + 1) for i, c in enumerate(children))
         return AllOf(parsed) if combinator == "all" else AnyOf(parsed)
 
-    def condition(self, raw: dict, path: str) -> Node:
+    def condition(self, raw: dict[str, Any], path: str) -> Node:
         subjects = [k for k in ("field", "customVar", "dynamicVar") if k in raw]
         if len(subjects) != 1:
             raise _fail(path, "needs exactly one of all, any, not, field, customVar, dynamicVar")
@@ -177,7 +177,7 @@ class _Parser:
             raise _fail(f"{path}.dynamicVar", "must not contain NUL characters or unpaired surrogates")
         return DynamicVarCondition(key, op, self.value(raw, op, None, f"{path}.value"))
 
-    def value(self, raw: dict, op: str, kind: str | None, path: str) -> Any:
+    def value(self, raw: dict[str, Any], op: str, kind: str | None, path: str) -> Any:
         """Check the value against the op and the subject's kind (None = either, as for dynamic vars)."""
         if op in ORDERING_OPS and kind == "string":
             raise _fail(path.removesuffix(".value") + ".op", f"{op} applies to numbers only")
@@ -233,7 +233,7 @@ def parse_segment_filter(raw: Any, path: str = "filter") -> SegmentFilter:
     return SegmentFilter(_Parser().node(raw, path, 1))
 
 
-def to_json(node: Node | SegmentFilter) -> dict:
+def to_json(node: Node | SegmentFilter) -> dict[str, Any]:
     """The JSON form of a parsed filter (parse_segment_filter(to_json(f)) == f)."""
     if isinstance(node, SegmentFilter):
         return to_json(node.root)

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 from urllib.parse import quote
 
 from dataexport.errors import NotFound, StorageError
@@ -86,7 +86,7 @@ class LocalStorage:
 
     # --- internals ---
     @staticmethod
-    def _blocks(handle, start: int, end: int | None) -> Iterator[bytes]:
+    def _blocks(handle: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
         with handle:
             handle.seek(start)
             remaining = None if end is None else max(0, end - start)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import boto3
 import boto3.exceptions
@@ -17,6 +18,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dataexport.errors import NotFound, StorageError
 from dataexport.storage.base import MAX_URL_TTL_SECONDS
 from dataexport.storage.keys import validate_key, validate_prefix
+
+if TYPE_CHECKING:  # types-boto3-s3 is a development dependency: its names exist for the type checker only
+    from types_boto3_s3.literals import BucketLocationConstraintType
+    from types_boto3_s3.type_defs import CreateBucketRequestTypeDef, HeadObjectOutputTypeDef, ObjectIdentifierTypeDef
 
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _FORBIDDEN = {"403", "Forbidden", "AccessDenied"}
@@ -101,7 +106,7 @@ class S3Storage:
         with _backend(f"Deleting prefix {prefix}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
             for page in pages:
-                objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                objects: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in page.get("Contents", [])]
                 if objects:  # a listing page holds at most 1000 keys, the delete_objects limit
                     reply = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
                     if reply.get("Errors"):
@@ -131,7 +136,7 @@ class S3Storage:
             )
 
     # --- internals ---
-    def _head(self, key: str) -> dict:
+    def _head(self, key: str) -> HeadObjectOutputTypeDef:
         object_key = self.object_key(key)
         try:
             with _backend(f"Reading {key}"):
@@ -161,11 +166,13 @@ class S3Storage:
                     return
                 if _error_code(exc) not in _MISSING:
                     raise
-                extra = {}
+                request: CreateBucketRequestTypeDef = {"Bucket": self.bucket}
                 if self.region != "us-east-1":
-                    extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+                    # The stubs list AWS's own regions; an S3-compatible store takes whatever name it is set up with.
+                    location = cast("BucketLocationConstraintType", self.region)
+                    request["CreateBucketConfiguration"] = {"LocationConstraint": location}
                 try:
-                    self.client.create_bucket(Bucket=self.bucket, **extra)
+                    self.client.create_bucket(**request)
                 except ClientError as create_exc:  # another process created it meanwhile
                     if _error_code(create_exc) not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                         raise

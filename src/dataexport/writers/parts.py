@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pyarrow as pa
 from isal import igzip
@@ -31,6 +32,9 @@ from dataexport.writers.render import CsvRenderer, JsonlRenderer, extension_for,
 # Chunk of about 8 MB: big enough that per-chunk overhead (gzip member header, task hand-off) vanishes,
 # small enough that 2 * threads of them in flight stay a few tens of MB.
 CHUNK_TARGET_BYTES = 4 * 1024 * 1024
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,8 @@ class _PartSink:
         part = self.current or self._open()
         overflows = part.rows > 0 and part.raw + chunk.raw_len > self.limit
         if overflows and (header_len + chunk.raw_len <= self.limit or piece.num_rows == 1):
-            part = self._next()
+            self._close_current()
+            part = self._open()
         if part.raw + chunk.raw_len <= self.limit or piece.num_rows == 1:
             self._io(part.write, chunk.gz, chunk.rows, chunk.raw_len)
             self.total_rows += chunk.rows
@@ -209,7 +214,7 @@ class _PartSink:
     def finish(self) -> list[PartInfo]:
         if self.current is None:
             self._open()  # an empty export still yields one valid part
-        self._next(open_new=False)
+        self._close_current()
         return list(self.done)
 
     def discard(self) -> None:
@@ -228,16 +233,15 @@ class _PartSink:
             self._io(part.write, self.header_gz, 0, len(self.renderer.header))
         return part
 
-    def _next(self, open_new: bool = True) -> _OpenPart | None:
+    def _close_current(self) -> None:
         assert self.current is not None
         self.done.append(self._io(self.current.close))
         self.current = None
-        return self._open() if open_new else None
 
     @staticmethod
-    def _io(fn, *args):
+    def _io(fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
         """Local disk failures (full, permission) are retryable storage failures, not crashes."""
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except OSError as exc:
             raise StorageError(f"Writing an export part failed: {exc}") from exc
