@@ -246,10 +246,10 @@ def days_of_data(today: date) -> list[date]:
 
 def _generate_day(warehouse: str, project_id: int, day: date, sessions_per_day: int, seed: int) -> int:
     from dataexport.warehouse.demo import generate
-    from dataexport.warehouse.store import PageviewStore
+    from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) - timedelta(microseconds=1)
-    with PageviewStore(Path(warehouse)) as store:
+    with EmbeddedWarehouse(Path(warehouse)) as store:
         return generate(store, project_id, days=1, sessions_per_day=sessions_per_day, seed=seed, now=end).pageviews
 
 
@@ -708,10 +708,10 @@ def handwritten_sql(scope: str, fieldset: str, spec: dict) -> tuple[str, list]:
 
 def engine_sql(scope: str, fieldset: str, spec: dict) -> tuple[str, list]:
     from dataexport.domain.enums import Scope
-    from dataexport.warehouse.query import build_export_query
+    from dataexport.warehouse.query import build_export_query, parquet_source
 
     q = build_export_query(
-        files=spec["files"],
+        source=parquet_source(spec["files"]),
         project_id=spec["project_id"],
         scope=Scope(scope),
         fields=field_specs(scope, fieldset),

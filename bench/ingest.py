@@ -41,8 +41,8 @@ from dataexport.gc_tuning import settle_heap
 from dataexport.warehouse.bulkload import as_hit, load_files
 from dataexport.warehouse.demo import draw_sessions
 from dataexport.warehouse.demo_views import build_views
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.ingest import ingest
-from dataexport.warehouse.store import PageviewStore
 
 NOW = datetime(2026, 3, 18, 15, 45, tzinfo=UTC)
 BATCH = 1000
@@ -73,7 +73,7 @@ def run_bulk_load(jsonl: Path, work: Path) -> tuple[int, float]:
     settle_heap()  # as `dataexport load` does
     root = Path(tempfile.mkdtemp(prefix="wh-bulk-", dir=work))  # a fresh store: a second load would store nothing
     start = time.perf_counter()
-    with PageviewStore(root) as store:
+    with EmbeddedWarehouse(root) as store:
         summary = load_files(store, 1, [jsonl])
     elapsed = time.perf_counter() - start
     shutil.rmtree(root)
@@ -102,7 +102,7 @@ def _ingest_worker(args: tuple[str, list[bytes]]) -> int:
     root, bodies = args
     settle_heap()  # as each `serve` process does
     stored = 0
-    with PageviewStore(Path(root)) as store:
+    with EmbeddedWarehouse(Path(root)) as store:
         for body in bodies:
             stored += ingest(store, 1, body).stored
     return stored
@@ -110,7 +110,7 @@ def _ingest_worker(args: tuple[str, list[bytes]]) -> int:
 
 def run_inprocess(bodies: list[bytes], work: Path, processes: int) -> tuple[int, float]:
     root = work / f"wh-ingest-{processes}"
-    PageviewStore(root).close()
+    EmbeddedWarehouse(root).close()
     shares = [bodies[i::processes] for i in range(processes)]
     start = time.perf_counter()
     if processes == 1:
@@ -214,7 +214,7 @@ def stage_costs(bodies: list[bytes], work: Path, batches: int = 60) -> dict[str,
     decoded = [hits_msgspec._DECODER.decode(b) for b in sample]
     tables = [hits_msgspec._table(d) for d in decoded]
     root = work / "wh-stages"
-    with PageviewStore(root) as store:
+    with EmbeddedWarehouse(root) as store:
         costs = {
             "JSON decode and checks (msgspec)": best(hits_msgspec._DECODER.decode, sample),
             "Arrow columns from the decoded hits": best(hits_msgspec._table, decoded),

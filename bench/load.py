@@ -383,7 +383,7 @@ def seed(args, data_dir: Path) -> list[dict]:
     from dataexport.config import Settings
     from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
     from dataexport.warehouse.demo import generate
-    from dataexport.warehouse.store import PageviewStore
+    from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     settings = Settings(data_dir=data_dir, jwt_secret=JWT_SECRET, database_url=args.database_url)
     engine = make_engine(settings.resolved_database_url)
@@ -401,7 +401,7 @@ def seed(args, data_dir: Path) -> list[dict]:
                 }
             )
     engine.dispose()
-    with PageviewStore(settings.resolved_warehouse_dir) as store:
+    with EmbeddedWarehouse(settings.resolved_warehouse_dir) as store:
         for i, p in enumerate(projects):
             generate(store, p["project_id"], days=3, sessions_per_day=args.sessions_per_day, seed=100 + i, now=now)
     return projects

@@ -127,13 +127,13 @@ def stack(database_url, tmp_path_factory):
 @pytest.fixture
 def api(stack):
     """The shared stack, emptied: no metadata rows, no warehouse or export files, real time."""
-    from dataexport.warehouse.store import PageviewStore
+    from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     truncate_all(stack.context.engine)
     stack.context.projects.clear()  # ids restart after truncation: a cached project must not outlive its row
     stack.context.warehouse.close()
     shutil.rmtree(stack.context.settings.resolved_warehouse_dir, ignore_errors=True)
-    stack.context.warehouse = PageviewStore(stack.context.settings.resolved_warehouse_dir)
+    stack.context.warehouse = EmbeddedWarehouse(stack.context.settings.resolved_warehouse_dir)
     shutil.rmtree(stack.context.settings.resolved_files_dir, ignore_errors=True)
     stack.clock.set(None)
     return stack

@@ -306,13 +306,15 @@ def load(
     from dataexport.warehouse.load_workers import start_worker_server
 
     start_worker_server(files, preload=_TOP_IMPORTS)  # it gets ready while this process imports and sets up
+    from contextlib import closing
+
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     from dataexport.gc_tuning import settle_heap
     from dataexport.metadata.db import transaction
     from dataexport.metadata.repositories import tenants
+    from dataexport.warehouse.backend import open_warehouse
     from dataexport.warehouse.bulkload import load_files
-    from dataexport.warehouse.store import PageviewStore
 
     settings = _settings(data_dir)
 
@@ -340,11 +342,11 @@ def load(
         )
         with (
             Progress(*columns, console=console, disable=as_json) as bar,
-            PageviewStore(settings.resolved_warehouse_dir) as store,
+            closing(open_warehouse(settings)) as warehouse,
         ):
             task = bar.add_task("loading", total=None)
             return load_files(
-                store,
+                warehouse,
                 project,
                 files,
                 window=window,

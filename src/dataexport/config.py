@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import ByteSize, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,22 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="Root of the embedded default: metadata DB, warehouse, files")
     database_url: str | None = Field(None, description="SQLAlchemy URL of the metadata DB; default SQLite in data_dir")
     warehouse_dir: Path | None = Field(None, description="Parquet warehouse root; default data_dir/warehouse")
+
+    # The warehouse of pageviews: embedded (Parquet under warehouse_dir) or a DuckLake lakehouse.
+    warehouse: Literal["embedded", "ducklake"] = Field(
+        "embedded", description="embedded: Parquet files under warehouse_dir, one machine; ducklake: many machines"
+    )
+    lake_catalog_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of the DuckLake catalog (postgresql://user@host:port/db); default database_url "
+        "when that is PostgreSQL",
+    )
+    lake_schema: str = Field("dataexport_lake", description="PostgreSQL schema the DuckLake catalog lives in")
+    lake_data_path: str | None = Field(
+        None,
+        description="Where the lake's Parquet files go: s3://bucket/prefix/ (with the s3_* settings) or a directory; "
+        "default data_dir/lake",
+    )
 
     # HTTP
     host: str = Field("127.0.0.1", description="Address `serve` listens on")
@@ -135,7 +152,10 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="S3 region")
     s3_access_key_id: str | None = Field(None, description="S3 credentials; default boto3's own chain")
     s3_secret_access_key: str | None = Field(None, description="S3 credentials; default boto3's own chain")
-    s3_prefix: str = Field("exports", description="Key prefix of the export files in the bucket")
+    s3_prefix: str = Field(
+        "",
+        description="Key prefix in the bucket put before the export files' own keys (exports/P/J/R/...); empty: none",
+    )
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
@@ -11,8 +12,8 @@ from rich.console import Console
 from dataexport import admin
 from dataexport.config import Settings
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
+from dataexport.warehouse.backend import open_warehouse
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.store import PageviewStore
 
 DEMO_SEGMENTS = {
     "France": {"field": "country_code", "op": "eq", "value": "FR"},
@@ -49,10 +50,10 @@ def seed_demo(settings: Settings, *, days: int, sessions_per_day: int, seed: int
     started = time.perf_counter()
     with (
         console.status(f"Generating {days} days of demo traffic ({sessions_per_day} sessions a day)..."),
-        PageviewStore(settings.resolved_warehouse_dir) as store,
+        closing(open_warehouse(settings)) as warehouse,
     ):
         summary = generate(
-            store,
+            warehouse,
             out["project_id"],
             days=days,
             sessions_per_day=sessions_per_day,

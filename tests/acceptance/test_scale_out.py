@@ -94,7 +94,7 @@ def pg_url():
 def cluster(tmp_path, pg_url, s3_server):
     """Seeded data, then 2 APIs + 1 scheduler + 2 workers; yields (apis, workers, scheduler, client, pg_url)."""
     from dataexport.warehouse.demo import generate
-    from dataexport.warehouse.store import PageviewStore
+    from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     data_dir, log_dir = tmp_path / "data", tmp_path / "logs"
     log_dir.mkdir()
@@ -113,7 +113,7 @@ def cluster(tmp_path, pg_url, s3_server):
     # The CLI migrates the fresh database once, before the replicas start.
     project = cli_json(env, "projects", "create", "--name", "Scale out")
     client = cli_json(env, "clients", "create", "--project", str(project["project_id"]))
-    with PageviewStore(data_dir / "warehouse") as store:
+    with EmbeddedWarehouse(data_dir / "warehouse") as store:
         summary = generate(
             store, project["project_id"], days=DEMO_DAYS, sessions_per_day=DEMO_SESSIONS_PER_DAY, now=datetime.now(UTC)
         )

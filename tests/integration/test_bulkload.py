@@ -17,8 +17,8 @@ import pytest
 from dataexport.errors import ValidationFailed
 from dataexport.warehouse import bulkload, load_workers
 from dataexport.warehouse.bulkload import load_files
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA, PARTITION_ROOT
-from dataexport.warehouse.store import PageviewStore
 
 
 def hit(i: int, **kw) -> dict:
@@ -46,7 +46,7 @@ def stored(root: Path, project: int) -> pa.Table:
 
 @pytest.fixture
 def store(tmp_path):
-    with PageviewStore(tmp_path / "wh") as s:
+    with EmbeddedWarehouse(tmp_path / "wh") as s:
         yield s
 
 
@@ -216,12 +216,12 @@ def test_worker_processes_give_the_same_result(tmp_path, store, monkeypatch):
     lines = [json.dumps(hit(i)) for i in range(45)]
     lines[17] = json.dumps(hit(17, device_id=-1))
     path.write_text("\n".join(lines))
-    with PageviewStore(tmp_path / "serial") as serial_store:
+    with EmbeddedWarehouse(tmp_path / "serial") as serial_store:
         serial = load_files(serial_store, 1, [path], workers=1)
     parallel = load_files(store, 1, [path], workers=2)
     assert (parallel.rows_stored, parallel.rows_rejected, parallel.samples) == (44, 1, serial.samples)
     assert [(r.index, r.field) for r in parallel.samples] == [(18, "device_id")]
-    assert list(store.staging.glob("*.parquet")) == []  # every staged file was committed
+    assert list(store.store.staging.glob("*.parquet")) == []  # every staged file was committed
     same = [n for n in PAGEVIEW_SCHEMA.names if n != "ingested_at"]
     assert stored(store.root, 1).select(same).to_pylist() == stored(tmp_path / "serial", 1).select(same).to_pylist()
 

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta
 import duckdb
 
 from dataexport.warehouse.demo import generate
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.layout import partition_files
 from dataexport.warehouse.schema import PARTITION_ROOT
-from dataexport.warehouse.store import PageviewStore
 
 NOW = datetime(2026, 3, 18, 15, 45, tzinfo=UTC)
 
@@ -21,7 +21,7 @@ def query(root, sql: str) -> list[tuple]:
 
 
 def test_generates_recent_days_into_day_partitions_and_reruns_store_nothing(tmp_path):
-    with PageviewStore(tmp_path) as store:
+    with EmbeddedWarehouse(tmp_path) as store:
         summary = generate(store, 4, days=3, sessions_per_day=1200, seed=11, now=NOW)
         again = generate(store, 4, days=3, sessions_per_day=1200, seed=11, now=NOW)
     assert (summary.first_day, summary.last_day) == (date(2026, 3, 16), date(2026, 3, 18))
@@ -43,7 +43,7 @@ def test_generates_recent_days_into_day_partitions_and_reruns_store_nothing(tmp_
 
 
 def test_a_session_crossing_midnight_lands_in_its_first_days_partition(tmp_path):
-    with PageviewStore(tmp_path) as store:
+    with EmbeddedWarehouse(tmp_path) as store:
         generate(store, 4, days=3, sessions_per_day=1200, seed=11, now=NOW)
     crossing = query(
         tmp_path,
@@ -64,7 +64,7 @@ def test_days_built_in_worker_processes_are_the_same_data(tmp_path):
     tables = {}
     for workers in (1, 2):
         root = tmp_path / f"w{workers}"
-        with PageviewStore(root) as store:
+        with EmbeddedWarehouse(root) as store:
             summary = generate(store, 7, days=3, sessions_per_day=300, seed=11, now=now, workers=workers)
         files = sorted(str(p) for p in root.glob(f"{PARTITION_ROOT}/*/*/*.parquet"))
         tables[workers] = duckdb.execute(

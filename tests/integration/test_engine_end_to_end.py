@@ -18,14 +18,14 @@ from dataexport.engine import scheduler
 from dataexport.engine.worker import Worker
 from dataexport.storage.s3 import S3Storage
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import create, example_once, make_segment, two_closed_days
 
 
 @pytest.fixture
 def seeded(api, tenant):
     """Three days of demo traffic for the tenant's project, up to now."""
-    with PageviewStore(api.context.settings.resolved_warehouse_dir) as store:
+    with EmbeddedWarehouse(api.context.settings.resolved_warehouse_dir) as store:
         generate(store, tenant.project_id, days=3, sessions_per_day=120, seed=7, now=api.clock())
     return tenant
 

@@ -39,7 +39,7 @@ from dataexport.metadata.db import transaction
 from dataexport.metadata.models import ExportJob, JobRun, Project, RunFile
 from dataexport.storage import LocalStorage, build_storage
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from support import SettableClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def seed(warehouse: Path, project_id: int, sessions_per_day: int) -> tuple[datet
     Ending a day back (not at the last midnight) keeps the once run due at once at any time of day: it
     waits for window end + the session timeout (30 minutes)."""
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    with PageviewStore(warehouse) as store:
+    with EmbeddedWarehouse(warehouse) as store:
         generate(
             store, project_id, days=2, sessions_per_day=sessions_per_day, seed=11, now=end - timedelta(microseconds=1)
         )

@@ -19,11 +19,12 @@ from dataexport.catalog import fields_for
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
+from dataexport.warehouse.backend import ReadLimits
 from dataexport.warehouse.compaction import compact_partition
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.export_read import ExportRequest, ReadLimits, open_export
+from dataexport.warehouse.embedded import EmbeddedWarehouse
+from dataexport.warehouse.export_read import ExportRequest, open_export
 from dataexport.warehouse.hits import session_id_of, user_id_of
-from dataexport.warehouse.store import PageviewStore
 
 PROJECT = 3
 DAY1 = datetime(2026, 3, 9, tzinfo=UTC)
@@ -109,9 +110,9 @@ def midnight_session() -> list[dict]:
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sliced")
-    with PageviewStore(root) as store:
+    with EmbeddedWarehouse(root) as store:
         generate(store, PROJECT, days=2, sessions_per_day=120, seed=7, now=WINDOW[1] - timedelta(microseconds=1))
-        assert compact_partition(store, PROJECT, DAY1.date()) is not None  # day 1 sorted, with statistics
+        assert compact_partition(store.store, PROJECT, DAY1.date()) is not None  # day 1 sorted, with statistics
         store.append(PROJECT, long_session() + midnight_session())  # late files beside the compacted one
     return root
 
@@ -142,7 +143,7 @@ def read(
         ordered=ordered,
     )
     limits = ReadLimits(threads=2, memory_limit=1_000_000_000, spill_dir=spill, rows_per_slice=rows_per_slice)
-    with open_export(root, request, limits) as stream:
+    with open_export(EmbeddedWarehouse(root), request, limits) as stream:
         rows = [row for batch in stream for row in batch.to_pylist()]
         assert stream.progress == 1.0
         return rows, len(stream.slices)

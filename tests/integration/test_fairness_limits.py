@@ -30,7 +30,7 @@ from dataexport.metadata.models import ExportJob, JobRun, Project
 from dataexport.metadata.repositories import work
 from dataexport.storage import build_storage
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import example_daily, example_once
 from support import SettableClock
 
@@ -94,7 +94,7 @@ def queue_once_jobs(sessions, settings: Settings, project_id: int, window, count
 def test_one_worker_serves_a_second_project_before_the_first_ones_backlog(engine_env):
     sessions, settings, window = engine_env
     a, b = new_project(sessions, "A"), new_project(sessions, "B")
-    with PageviewStore(settings.resolved_warehouse_dir) as store:
+    with EmbeddedWarehouse(settings.resolved_warehouse_dir) as store:
         for project in (a, b):
             generate(store, project, days=1, sessions_per_day=5, seed=3, now=window[1] - timedelta(microseconds=1))
     a_runs = queue_once_jobs(sessions, settings, a, window, 60)

@@ -43,7 +43,7 @@ from dataexport.errors import ValidationFailed
 from dataexport.metadata.db import transaction
 from dataexport.warehouse.bulkload import load_files
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import example_daily, example_once
 from support import ThreadedServer
 
@@ -356,7 +356,7 @@ jsonl_lines = st.one_of(
 
 def _load(data: bytes, suffix: str):
     """Load one file into a fresh store: a summary, or the ValidationFailed that refused it."""
-    with tempfile.TemporaryDirectory() as tmp, PageviewStore(Path(tmp) / "wh") as store:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedWarehouse(Path(tmp) / "wh") as store:
         path = Path(tmp) / f"input{suffix}"
         path.write_bytes(data)
         try:

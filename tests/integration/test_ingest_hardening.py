@@ -24,8 +24,8 @@ from sqlalchemy import update
 
 from dataexport.metadata.models import Project
 from dataexport.warehouse.bulkload import load_files
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.hits_columnar import HitWindow
-from dataexport.warehouse.store import PageviewStore
 from processes import Service, answers, service_env, wait_until
 from support import free_port
 
@@ -177,7 +177,7 @@ def test_a_reused_key_is_recognised_after_a_restart_and_by_another_process(api, 
     assert post(http, tenant, [hit(0, now)], **{"Idempotency-Key": "k"}).status_code == 200
     # A restarted server (or another API process) has only the batch log on disk to go by.
     api.context.warehouse.close()
-    api.context.warehouse = PageviewStore(api.context.settings.resolved_warehouse_dir)
+    api.context.warehouse = EmbeddedWarehouse(api.context.settings.resolved_warehouse_dir)
     assert post(http, tenant, [hit(1, now)], **{"Idempotency-Key": "k"}).status_code == 422
     assert post(http, tenant, [hit(0, now)], **{"Idempotency-Key": "k"}).json()["payload"]["duplicate"] is True
     assert stored_count(api, tenant.project_id) == 1
@@ -391,7 +391,7 @@ def test_bulk_load_takes_history_over_many_days_but_not_the_future_or_past_reten
     path = tmp_path / "history.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     window = HitWindow.at(now, max_future_seconds=300, retention_days=150)
-    with PageviewStore(tmp_path / "wh") as store:
+    with EmbeddedWarehouse(tmp_path / "wh") as store:
         summary = load_files(store, 1, [path], window=window)
     assert (summary.rows_stored, summary.rows_rejected) == (100, 3)
     assert [(s.index, s.field) for s in summary.samples] == [
@@ -403,6 +403,6 @@ def test_bulk_load_takes_history_over_many_days_but_not_the_future_or_past_reten
     ]  # 1-based line numbers of the file
     assert len(list((tmp_path / "wh" / "pageviews" / "project_id=1").iterdir())) == 100
     # Without a window the future is still refused (the default skew); the past is not bounded.
-    with PageviewStore(tmp_path / "wh2") as store:
+    with EmbeddedWarehouse(tmp_path / "wh2") as store:
         summary = load_files(store, 1, [path])
     assert (summary.rows_stored, summary.rows_rejected) == (101, 2)

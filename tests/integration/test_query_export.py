@@ -16,7 +16,7 @@ from dataexport.catalog import fields_for
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.warehouse.layout import partition_dir, partition_files
-from dataexport.warehouse.query import build_export_query
+from dataexport.warehouse.query import build_export_query, parquet_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 PROJECT = 7
@@ -249,7 +249,7 @@ def run(con, root, scope, specs, *, output="typed", window=WINDOW, device_ids=No
     if files is None:
         files = partition_files(root, PROJECT, *window)
     q = build_export_query(
-        files=files,
+        source=parquet_source(files),
         project_id=PROJECT,
         scope=scope,
         fields=specs,

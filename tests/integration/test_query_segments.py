@@ -13,7 +13,7 @@ from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.warehouse.layout import partition_dir
-from dataexport.warehouse.query import build_export_query
+from dataexport.warehouse.query import build_export_query, parquet_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 START = datetime(2026, 2, 14, tzinfo=UTC)
@@ -90,7 +90,7 @@ def con():
 
 def export(con, files, raw_filter, scope=Scope.SESSIONS, field="user_id_unhashed", device_ids=None):
     q = build_export_query(
-        files=files,
+        source=parquet_source(files),
         project_id=7,
         scope=scope,
         fields=[FieldSpec(field)],

@@ -14,7 +14,7 @@ import pytest
 
 from dataexport.engine.worker import Worker
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import create, example_once, make_segment, two_closed_days
 
 
@@ -29,7 +29,7 @@ def run_job(api, http, tenant, body) -> dict:
 
 @pytest.fixture
 def exported(api, http, tenant):
-    with PageviewStore(api.context.settings.resolved_warehouse_dir) as store:
+    with EmbeddedWarehouse(api.context.settings.resolved_warehouse_dir) as store:
         generate(store, tenant.project_id, days=3, sessions_per_day=60, seed=3, now=api.clock())
     return run_job(api, http, tenant, example_once(day=two_closed_days(api.clock())))
 

@@ -37,7 +37,7 @@ from dataexport.storage import (
 )
 from dataexport.storage.http import READ_AT_ONCE
 from dataexport.warehouse.demo import generate
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import create, example_once, two_closed_days
 from support import S3Server
 
@@ -400,7 +400,7 @@ def s3_app(api, s3_server, monkeypatch):
 
 
 def seed_and_create_job(api, http, tenant) -> int:
-    with PageviewStore(api.context.settings.resolved_warehouse_dir) as store:
+    with EmbeddedWarehouse(api.context.settings.resolved_warehouse_dir) as store:
         generate(store, tenant.project_id, days=3, sessions_per_day=40, seed=11, now=api.clock())
     body = example_once(day=two_closed_days(api.clock()))
     body["deviceLabel"] = "all"

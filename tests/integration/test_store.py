@@ -134,7 +134,8 @@ def test_partitioned_by_session_day(tmp_path):
     rows[0]["view_time"] = 1772409600000 + 60_000  # 2026-03-02T00:01Z: after midnight, same session
     with PageviewStore(tmp_path) as store:
         stored = store.append(3, rows, now=NOW)
-    days = sorted(Path(f).parent.name for f in stored.files)
+    assert stored.partitions == 2
+    days = sorted(p.parent.name for p in (tmp_path / PARTITION_ROOT).rglob("*.parquet"))
     assert days == ["session_day=2026-02-28", "session_day=2026-03-01"]
 
 
@@ -389,7 +390,7 @@ def test_old_batch_log_segments_are_pruned(tmp_path, monkeypatch):
 
 
 def test_a_key_sent_again_with_other_rows_is_refused_across_restarts_and_processes(tmp_path):
-    from dataexport.warehouse.store import IdempotencyKeyReused
+    from dataexport.warehouse.batches import IdempotencyKeyReused
 
     rows = validate_hits([full_hit("u", v) for v in range(1, 4)]).rows
     other = validate_hits([full_hit("u", v) for v in range(1, 5)]).rows
@@ -405,7 +406,7 @@ def test_a_key_sent_again_with_other_rows_is_refused_across_restarts_and_process
         tmp_path,
         CHILD_PRELUDE.format(src=SRC)
         + """
-from dataexport.warehouse.store import IdempotencyKeyReused
+from dataexport.warehouse.batches import IdempotencyKeyReused
 with PageviewStore(root) as store:
     try:
         store.append(1, rows, batch_key="order-7")
@@ -420,7 +421,8 @@ with PageviewStore(root) as store:
 
 def test_two_batches_racing_under_one_key_store_one_and_refuse_the_other(tmp_path):
     # Both pass the check before staging (neither is committed yet); the commit lock decides.
-    from dataexport.warehouse.store import IdempotencyKeyReused, stage
+    from dataexport.warehouse.batches import IdempotencyKeyReused
+    from dataexport.warehouse.store import stage
 
     with PageviewStore(tmp_path) as store:
         first = stage(1, validate_hits([full_hit("a", 1)]).rows, store.staging, batch_key="k", now=NOW)

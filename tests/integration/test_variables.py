@@ -9,11 +9,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataexport.errors import ValidationFailed
+from dataexport.warehouse.backend import ReadLimits
+from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.layout import partition_dir
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.variables import list_custom_vars, list_dynamic_var_keys
 
 T0 = datetime(2026, 2, 14, 10, tzinfo=UTC)
+MONTH = (T0 - timedelta(days=30), T0 + timedelta(days=1))
+
+
+@pytest.fixture
+def limits(tmp_path) -> ReadLimits:
+    return ReadLimits(threads=1, memory_limit=256_000_000, spill_dir=tmp_path / "spill")
 
 
 def view(project_id=7, n=1, minutes=0, custom=(), dynamic=()):
@@ -39,7 +47,7 @@ def view(project_id=7, n=1, minutes=0, custom=(), dynamic=()):
 
 
 @pytest.fixture
-def files(tmp_path):
+def warehouse(tmp_path):
     rows = [
         view(
             n=1,
@@ -59,44 +67,45 @@ def files(tmp_path):
     d.mkdir(parents=True)
     path = d / "p.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA), path)
-    return [str(path)]
+    return EmbeddedWarehouse(tmp_path)
 
 
-def test_custom_vars_by_position_with_the_most_frequent_key(files):
-    assert list_custom_vars(files, 7) == [
+def test_custom_vars_by_position_with_the_most_frequent_key(warehouse, limits):
+    assert list_custom_vars(warehouse, 7, *MONTH, limits) == [
         {"position": 1, "key": "Goal achieved", "values": ["true"]},
         {"position": 2, "key": "dataType", "values": ["journey", "recording", "zoning"]},
         {"position": 3, "key": "pageType", "values": []},
     ]
 
 
-def test_custom_var_values_are_capped(files):
-    assert list_custom_vars(files, 7, max_values=2)[1]["values"] == ["journey", "recording"]
+def test_custom_var_values_are_capped(warehouse, limits):
+    assert list_custom_vars(warehouse, 7, *MONTH, limits, max_values=2)[1]["values"] == ["journey", "recording"]
 
 
-def test_dynamic_var_keys_and_types_in_range(files):
-    assert list_dynamic_var_keys(files, 7, T0, T0 + timedelta(hours=1)) == [
+def test_dynamic_var_keys_and_types_in_range(warehouse, limits):
+    assert list_dynamic_var_keys(warehouse, 7, T0, T0 + timedelta(hours=1), limits) == [
         {"key": "AB Test", "type": "string"},
         {"key": "mixed", "type": "number"},
         {"key": "score", "type": "number"},
     ]
-    assert list_dynamic_var_keys(files, 7, T0, T0 + timedelta(hours=2)) == [
+    assert list_dynamic_var_keys(warehouse, 7, T0, T0 + timedelta(hours=2), limits) == [
         {"key": "AB Test", "type": "string"},
         {"key": "late", "type": "string"},
         {"key": "mixed", "type": "string"},
         {"key": "score", "type": "number"},
         {"key": "x'); DROP TABLE t; --", "type": "string"},
     ]
-    assert list_dynamic_var_keys(files, 7, T0 + timedelta(hours=2), T0 + timedelta(hours=3)) == []
+    assert list_dynamic_var_keys(warehouse, 7, T0 + timedelta(hours=2), T0 + timedelta(hours=3), limits) == []
 
 
-def test_no_files_no_variables():
-    assert list_custom_vars([], 7) == []
-    assert list_dynamic_var_keys([], 7, T0, T0 + timedelta(days=1)) == []
+def test_no_files_no_variables(tmp_path, limits):
+    empty = EmbeddedWarehouse(tmp_path / "empty")
+    assert list_custom_vars(empty, 7, *MONTH, limits) == []
+    assert list_dynamic_var_keys(empty, 7, T0, T0 + timedelta(days=1), limits) == []
 
 
-def test_bad_arguments_are_validation_errors(files):
+def test_bad_arguments_are_validation_errors(warehouse, limits):
     with pytest.raises(ValidationFailed):
-        list_custom_vars(files, 7, max_values=-1)
+        list_custom_vars(warehouse, 7, *MONTH, limits, max_values=-1)
     with pytest.raises(ValidationFailed):
-        list_dynamic_var_keys(files, 7, datetime(2026, 2, 14), T0)
+        list_dynamic_var_keys(warehouse, 7, datetime(2026, 2, 14), T0, limits)

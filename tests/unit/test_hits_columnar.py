@@ -10,6 +10,7 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dataexport.warehouse.batches import as_stored_table, content_fingerprint
 from dataexport.warehouse.hits import validate_hits
 from dataexport.warehouse.hits_columnar import (
     HitWindow,
@@ -20,7 +21,6 @@ from dataexport.warehouse.hits_columnar import (
 )
 from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from dataexport.warehouse.store import as_stored_table, content_fingerprint
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 

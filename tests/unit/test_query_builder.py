@@ -11,7 +11,7 @@ from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.errors import ValidationFailed
-from dataexport.warehouse.query import build_export_query, quote_ident
+from dataexport.warehouse.query import build_export_query, empty_source, parquet_source, quote_ident
 from dataexport.warehouse.slices import SessionSlice
 
 START, END = datetime(2026, 2, 14, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)
@@ -20,7 +20,7 @@ EVIL = "x'); DROP TABLE t; --"
 
 def build(**over):
     args = dict(
-        files=["/wh/a.parquet"],
+        source=parquet_source(["/wh/a.parquet"]),
         project_id=7,
         scope=Scope.VIEWS,
         fields=[FieldSpec("url")],
@@ -58,6 +58,7 @@ def build(**over):
         ({"output": "xml"}, "output"),
         ({"scope": "sessions"}, "scope"),
         ({"project_id": "7"}, "projectId"),
+        ({"source": "read_parquet('/etc/passwd')"}, "source"),
     ],
 )
 def test_bad_input_is_a_validation_error_naming_the_field(over, field):
@@ -122,7 +123,8 @@ def test_parameters_match_placeholders_in_text_order():
 
 
 def test_no_files_reads_no_file():
-    q = build(files=[])
+    assert parquet_source([]) == empty_source()
+    q = build(source=parquet_source([]))
     assert "read_parquet" not in q.sql
     assert q.params[0] == 7
 

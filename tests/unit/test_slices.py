@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -100,25 +100,27 @@ def test_time_slices_are_consecutive_and_in_order():
     assert all(a.high == b.low for a, b in zip(slices, slices[1:], strict=False))
 
 
-def partition(day: int, rows: int, files: tuple[str, ...] = (), groups: tuple[RowGroup, ...] = ()) -> Partition:
+def partition(day: int, rows: int, groups: tuple[RowGroup, ...] = ()) -> Partition:
     start = DAY + timedelta(days=day)
-    return Partition(files or (f"d{day}.parquet",), rows, start, start + timedelta(days=1), groups)
+    return Partition(start.date(), rows, start, start + timedelta(days=1), groups)
 
 
-def test_a_window_that_fits_is_one_read_of_every_file():
+def day(n: int) -> date:
+    return (DAY + timedelta(days=n)).date()
+
+
+def test_a_window_that_fits_is_one_read_of_every_day():
     parts = [partition(0, 40), partition(1, 50)]
-    assert plan_slices(parts, rows_per_slice=100, ordered=False) == [ReadSlice(("d0.parquet", "d1.parquet"), None)]
+    assert plan_slices(parts, rows_per_slice=100, ordered=False) == [ReadSlice((day(0), day(1)), None)]
 
 
 def test_a_large_window_is_read_partition_by_partition():
     step = USER_ID_SPACE // 4
     sorted_day = partition(0, 400, groups=sorted_groups([(i * step, (i + 1) * step - 1, 100) for i in range(4)]))
-    fresh_day = partition(1, 250, files=("d1-a.parquet", "d1-b.parquet"))
+    fresh_day = partition(1, 250)
     small_day = partition(2, 60)
     reads = plan_slices([sorted_day, fresh_day, small_day, partition(3, 0)], rows_per_slice=100, ordered=False)
-    assert [r.files for r in reads] == [("d0.parquet",)] * 4 + [("d1-a.parquet", "d1-b.parquet")] * 3 + [
-        ("d2.parquet",)
-    ]
+    assert [r.days for r in reads] == [(day(0),)] * 4 + [(day(1),)] * 3 + [(day(2),)]
     assert [r.session_slice.low for r in reads[:4]] == [0, step, 2 * step, 3 * step]  # row-group starts
     assert [r.session_slice for r in reads[4:7]] == user_id_slices(3)  # no statistics: equal ranges
     assert reads[7].session_slice is None  # a day that fits is read whole

@@ -23,7 +23,7 @@ from dataexport.gc_tuning import settle_heap
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate
 from dataexport.security.keys import resolve_jwt_key
 from dataexport.serving import SERVE_SETTINGS_ENV
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.backend import open_warehouse
 
 DESCRIPTION = """
 Self-hosted, API-compatible implementation of the Contentsquare Data Export API.
@@ -67,7 +67,7 @@ def build_context(settings: Settings, *, clock: Clock = system_clock, storage=No
         clock=clock,
         concurrency=ProjectConcurrency(settings.max_concurrent_requests_per_project),
         storage=storage,
-        warehouse=PageviewStore(settings.resolved_warehouse_dir),
+        warehouse=open_warehouse(settings),
         db_request_slots=db_request_slots(engine),
     )
 
@@ -82,7 +82,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         # The embedded default is one process: the scheduler and a worker run beside the API unless disabled.
-        background = background_for(ctx.settings, ctx.sessions, ctx.storage, ctx.clock)
+        background = background_for(ctx.settings, ctx.sessions, ctx.storage, ctx.clock, ctx.warehouse)
         background.start()
         try:
             yield

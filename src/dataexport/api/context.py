@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +20,9 @@ from dataexport.config import Settings
 from dataexport.security.secrets import VerifiedSecrets, verify_secret
 from dataexport.security.throttle import FailureThrottle
 from dataexport.security.tokens import RevokedClients, TokenVerifier
+
+if TYPE_CHECKING:
+    from dataexport.warehouse.backend import Warehouse
 
 
 class ProjectConcurrency:
@@ -158,7 +162,7 @@ class AppContext:
     clock: Clock = system_clock
     concurrency: ProjectConcurrency = field(default_factory=lambda: ProjectConcurrency(10))
     storage: object | None = None
-    warehouse: object | None = None  # PageviewStore: the write side of the warehouse
+    warehouse: Warehouse | None = None  # the process's one warehouse (build_context opens it)
     db_request_slots: int = 1_000  # see db_request_slots(); the app turns it into its own semaphore
     projects: ProjectCache = field(default_factory=ProjectCache)  # see api.deps.get_caller
     tokens: TokenVerifier = field(init=False)  # verifies bearer tokens with jwt_key, remembering good ones

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dataexport.domain.enums import Format
-from dataexport.warehouse.export_read import ExportRequest, ReadLimits, open_export
+from dataexport.warehouse.backend import ReadLimits, Warehouse
+from dataexport.warehouse.export_read import ExportRequest, open_export
 from dataexport.warehouse.query import Output
 from dataexport.writers import PartInfo, write_parts
 
@@ -20,7 +21,7 @@ def extract(
     request: ExportRequest,
     *,
     fmt: Format,
-    warehouse_root: Path,
+    warehouse: Warehouse,
     work_dir: Path,
     part_max_bytes: int,
     gzip_level: int,
@@ -36,7 +37,7 @@ def extract(
     limits = ReadLimits(
         threads=threads, memory_limit=memory_limit, spill_dir=work_dir / "duckdb-spill", rows_per_slice=rows_per_slice
     )
-    with open_export(warehouse_root, request, limits) as stream:
+    with open_export(warehouse, request, limits) as stream:
 
         def progress(rows: int) -> None:
             if on_progress is not None:

@@ -1,5 +1,5 @@
-"""Warehouse upkeep run by the scheduler every few minutes: retention sweep, compaction of settled partitions, and
-pruning of old batch-log segments."""
+"""Warehouse upkeep run by the scheduler every few minutes: the retention sweep of each project, then the backend's
+own upkeep (compaction of settled partitions, pruning of idempotency records, ...)."""
 
 from __future__ import annotations
 
@@ -9,43 +9,29 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from dataexport.config import Settings
 from dataexport.metadata.db import transaction
 from dataexport.metadata.repositories import tenants
-from dataexport.warehouse import compaction, retention
-from dataexport.warehouse.store import PageviewStore
+from dataexport.warehouse.backend import MaintenanceReport, Warehouse
+from dataexport.warehouse.retention import expired_before
 
 log = structlog.get_logger()
 
 # A partition is compacted once no batch has landed in it for this long, so today's is not rewritten constantly.
 SETTLED_AFTER = timedelta(hours=1)
-BATCH_LOG_DAYS = 7  # days of batch-log segments kept (idempotency needs two; the rest helps investigations)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MaintenanceResult:
-    partitions_expired: int = 0
-    partitions_compacted: int = 0
-    batch_logs_pruned: int = 0
+    partitions_expired: int
+    report: MaintenanceReport
 
 
-def run_maintenance(sessions: sessionmaker[Session], settings: Settings, now: datetime) -> MaintenanceResult:
+def run_maintenance(sessions: sessionmaker[Session], warehouse: Warehouse, now: datetime) -> MaintenanceResult:
     with transaction(sessions) as session:
         projects = [(p.id, p.retention_days) for p in tenants.list_projects(session)]
-    root = settings.resolved_warehouse_dir
-    result = MaintenanceResult()
-    for project_id, retention_days in projects:
-        result.partitions_expired += retention.sweep(root, project_id, retention_days, now)
-    if (root / "pageviews").is_dir():
-        result.partitions_compacted = len(compaction.compact(root, older_than=SETTLED_AFTER, now=now))
-    if (root / "_store").is_dir():
-        with PageviewStore(root) as store:
-            result.batch_logs_pruned = store.prune_batch_logs(keep_days=BATCH_LOG_DAYS)
-    if result.partitions_expired or result.partitions_compacted or result.batch_logs_pruned:
-        log.info(
-            "warehouse.maintenance",
-            partitions_expired=result.partitions_expired,
-            partitions_compacted=result.partitions_compacted,
-            batch_logs_pruned=result.batch_logs_pruned,
-        )
+    expired = sum(warehouse.delete_before(pid, expired_before(days, now)) for pid, days in projects)
+    report = warehouse.maintain(now, settled_after=SETTLED_AFTER)
+    result = MaintenanceResult(partitions_expired=expired, report=report)
+    if expired or any(vars(report).values()):
+        log.info("warehouse.maintenance", warehouse=warehouse.name, partitions_expired=expired, **vars(report))
     return result

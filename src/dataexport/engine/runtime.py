@@ -12,6 +12,7 @@ from dataexport.config import Settings
 from dataexport.engine import scheduler
 from dataexport.engine.maintenance import run_maintenance
 from dataexport.engine.worker import Clock, Worker
+from dataexport.warehouse.backend import Warehouse, open_warehouse
 
 log = structlog.get_logger()
 
@@ -21,9 +22,16 @@ MAINTENANCE_EVERY_SECONDS = 600
 
 class SchedulerLoop:
     def __init__(
-        self, sessions: sessionmaker[Session], settings: Settings, storage, clock: Clock, interval: float | None = None
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        storage,
+        clock: Clock,
+        interval: float | None = None,
+        warehouse: Warehouse | None = None,
     ) -> None:
         self.sessions, self.settings, self.storage, self.clock = sessions, settings, storage, clock
+        self._warehouse = warehouse
         self.interval = interval if interval is not None else max(1.0, settings.poll_interval_seconds)
         self.stopping = threading.Event()
         self._last_maintenance: float | None = None
@@ -39,7 +47,9 @@ class SchedulerLoop:
             if self._last_maintenance is None or now.timestamp() - self._last_maintenance >= MAINTENANCE_EVERY_SECONDS:
                 self._last_maintenance = now.timestamp()
                 try:
-                    run_maintenance(self.sessions, self.settings, now)
+                    if self._warehouse is None:
+                        self._warehouse = open_warehouse(self.settings)
+                    run_maintenance(self.sessions, self._warehouse, now)
                 except Exception:
                     log.exception("warehouse.maintenance_failed")
             self.stopping.wait(self.interval)
@@ -66,10 +76,13 @@ class Background:
             thread.join(timeout)
 
 
-def background_for(settings: Settings, sessions, storage, clock: Clock) -> Background:
+def background_for(
+    settings: Settings, sessions, storage, clock: Clock, warehouse: Warehouse | None = None
+) -> Background:
+    """The loops share the process's warehouse when given one (serve's), else each opens its own on first use."""
     loops: list = []
     if settings.run_scheduler:
-        loops.append(SchedulerLoop(sessions, settings, storage, clock))
+        loops.append(SchedulerLoop(sessions, settings, storage, clock, warehouse=warehouse))
     if settings.run_worker:
-        loops.append(Worker(sessions, settings, storage, clock))
+        loops.append(Worker(sessions, settings, storage, clock, warehouse=warehouse))
     return Background(loops)

@@ -32,6 +32,7 @@ from dataexport.metadata.db import transaction
 from dataexport.metadata.models import ExportJob, JobRun, RunFile
 from dataexport.metadata.repositories import segments as segments_repo
 from dataexport.metadata.repositories import tenants, work
+from dataexport.warehouse.backend import Warehouse, open_warehouse
 from dataexport.warehouse.export_read import ExportRequest
 from dataexport.writers import PartInfo, part_file_name
 
@@ -73,6 +74,7 @@ class Worker:
         clock: Clock,
         worker_id: str | None = None,
         threads: int = 2,
+        warehouse: Warehouse | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings
@@ -81,6 +83,16 @@ class Worker:
         self.worker_id = worker_id or new_worker_id()
         self.threads = threads
         self.stopping = threading.Event()
+        self._warehouse = warehouse
+        self._warehouse_lock = threading.Lock()
+
+    @property
+    def warehouse(self) -> Warehouse:
+        """The one given, else one opened on first use and kept: a lake's connection is costly to set up."""
+        with self._warehouse_lock:
+            if self._warehouse is None:
+                self._warehouse = open_warehouse(self.settings)
+            return self._warehouse
 
     @property
     def lease(self) -> timedelta:
@@ -138,7 +150,7 @@ class Worker:
             parts = extract(
                 request,
                 fmt=fmt,
-                warehouse_root=self.settings.resolved_warehouse_dir,
+                warehouse=self.warehouse,
                 work_dir=work_dir,
                 part_max_bytes=self.settings.part_max_bytes,
                 gzip_level=self.settings.gzip_level,

@@ -34,12 +34,12 @@ import pyarrow.parquet as pq
 
 from dataexport.errors import FieldError, ValidationFailed
 from dataexport.gc_tuning import settle_heap
+from dataexport.warehouse.backend import PreparedBatch, Stager, Warehouse
 from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitError, validate_hit
 from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, validate_batch
 from dataexport.warehouse.hits_msgspec import decode_lines
 from dataexport.warehouse.load_workers import default_workers, fork_server
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from dataexport.warehouse.store import PageviewStore, StagedBatch, stage
 
 CHUNK_ROWS = 20_000  # CSV and Parquet chunks
 JSONL_CHUNK_BYTES = 16 * 1024 * 1024  # JSONL is cut in byte ranges of whole lines: the workers read them
@@ -69,7 +69,7 @@ class LoadSummary:
 
 
 def load_files(
-    store: PageviewStore,
+    warehouse: Warehouse,
     project_id: int,
     paths: list[Path],
     progress: Progress | None = None,
@@ -80,7 +80,7 @@ def load_files(
     """Validate and store every record of `paths`, chunk by chunk (memory stays flat whatever the size).
 
     Reading, decoding, validation and writing a chunk's files run in `workers` processes (default: one per CPU,
-    up to 4, for inputs over PARALLEL_MIN_BYTES), which stage them in the store's staging directory; this
+    up to 4, for inputs over PARALLEL_MIN_BYTES), which prepare them with the warehouse's stager; this
     process commits the chunks, in file order. `window` bounds the records' times (default: not after now plus
     the default clock skew; `dataexport load` adds the project's retention).
     """
@@ -96,7 +96,7 @@ def load_files(
         workers = default_workers(paths)
     summary = LoadSummary()
     done_before = 0
-    target = (project_id, str(store.staging), window or HitWindow.at(datetime.now(UTC)))
+    target = (project_id, warehouse.stager(), window or HitWindow.at(datetime.now(UTC)))
     with _Pipeline(workers, target) as pipeline:
         for path in paths:
             reader = _reader_for(path)
@@ -109,8 +109,8 @@ def load_files(
                     lines_before += lines
                     _count_rejections(summary, str(path), errors)
                     summary.rows_rejected += rejected
-                    if staged.rows:
-                        stored = store.commit(project_id, staged)
+                    if staged is not None and staged.rows:
+                        stored = warehouse.commit(project_id, staged)
                         if stored.duplicate:
                             summary.rows_already_stored += stored.rows
                         else:
@@ -134,9 +134,9 @@ class _Pipeline:
     the staging directory: no commit line names them, so the next store opened on the root removes them.
     """
 
-    def __init__(self, workers: int, target: tuple[int, str, HitWindow]):
+    def __init__(self, workers: int, target: tuple[int, Stager, HitWindow]):
         self.workers = workers
-        self.target = target  # (project id, staging directory, time window)
+        self.target = target  # (project id, the warehouse's stager, time window)
         self.pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> _Pipeline:
@@ -164,14 +164,16 @@ class _Pipeline:
             yield future.result(), d
 
 
-def process_chunk(chunk: tuple, target: tuple[int, str, HitWindow]) -> tuple[StagedBatch, list[HitError], int, int]:
+def process_chunk(
+    chunk: tuple, target: tuple[int, Stager, HitWindow]
+) -> tuple[PreparedBatch | None, list[HitError], int, int]:
     """Read one chunk of a file, validate it and stage its files (runs in a worker process).
 
     Returns the staged batch, the rejections, their count, and the chunk's number of lines (JSONL: its
     rejections are numbered from the chunk's first line; 0 for the other formats, numbered in the file).
     """
     kind, payload = chunk
-    project_id, staging, window = target
+    project_id, stager, window = target
     lines = 0
     if kind == "jsonl":
         table, errors, rejected, numbers, lines = _jsonl_table(*payload)
@@ -181,7 +183,7 @@ def process_chunk(chunk: tuple, target: tuple[int, str, HitWindow]) -> tuple[Sta
     if refused:
         errors = sorted([*errors, *refused], key=lambda e: e.index)
         rejected += refused_count
-    staged = stage(project_id, table, Path(staging)) if table.num_rows else StagedBatch("", 0)
+    staged = stager.prepare(project_id, table) if table.num_rows else None
     return staged, errors, rejected, lines
 
 

@@ -17,9 +17,9 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 
 from dataexport.warehouse import demo_data as D
+from dataexport.warehouse.backend import Warehouse
 from dataexport.warehouse.demo_views import build_views
 from dataexport.warehouse.hits import session_id_of, user_id_of
-from dataexport.warehouse.store import PageviewStore
 
 MS_PER_DAY = 86_400_000
 
@@ -50,7 +50,7 @@ class Sessions:
 
 
 def generate(
-    store: PageviewStore,
+    warehouse: Warehouse,
     project_id: int,
     *,
     days: int = 7,
@@ -65,13 +65,13 @@ def generate(
     now = now.astimezone(UTC)
     sessions = draw_sessions(np.random.default_rng([seed, 1]), days, sessions_per_day, now)
     first = now.date() - timedelta(days=days - 1)
-    jobs = [(store.root, project_id, seed, now, d, first + timedelta(days=d), sessions) for d in range(days)]
+    jobs = [(warehouse.spec, project_id, seed, now, d, first + timedelta(days=d), sessions) for d in range(days)]
     if workers > 1 and days > 1:
         # spawn, not fork: the parent may hold DuckDB or Arrow threads, which fork does not copy safely.
         with ProcessPoolExecutor(min(workers, days), mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_store_day, jobs))
     else:
-        results = [_store_day(job, store) for job in jobs]
+        results = [_store_day(job, warehouse) for job in jobs]
     pageviews = sum(r[0] for r in results)
     files = sum(r[1] for r in results)
     return DemoSummary(
@@ -84,19 +84,23 @@ def generate(
     )
 
 
-def _store_day(job: tuple, store: PageviewStore | None = None) -> tuple[int, int]:
-    """Build one day's pageviews and store them as one batch; returns (pageviews, files written)."""
-    root, project_id, seed, now, d, day, sessions = job
+def _store_day(job: tuple, warehouse: Warehouse | None = None) -> tuple[int, int]:
+    """Build one day's pageviews and store them as one batch; returns (pageviews, partitions written)."""
+    spec, project_id, seed, now, d, day, sessions = job
     chosen = np.nonzero(sessions.start_ms // MS_PER_DAY == _days_since_epoch(day))[0]
     if len(chosen) == 0:
         return 0, 0
     table = build_views(np.random.default_rng([seed, 2, d]), sessions, chosen, int(now.timestamp() * 1000))
-    if store is not None:
-        stored = store.append(project_id, table, batch_key=f"demo:{seed}:{now.isoformat()}:{day}", now=now)
-    else:
-        with PageviewStore(root) as own_store:
-            stored = own_store.append(project_id, table, batch_key=f"demo:{seed}:{now.isoformat()}:{day}", now=now)
-    return table.num_rows, len(stored.files)
+    key = f"demo:{seed}:{now.isoformat()}:{day}"
+    if warehouse is not None:
+        stored = warehouse.append(project_id, table, batch_key=key, now=now)
+    else:  # a worker process: its own warehouse, on the parent's spec
+        own = spec.open()
+        try:
+            stored = own.append(project_id, table, batch_key=key, now=now)
+        finally:
+            own.close()
+    return table.num_rows, stored.partitions
 
 
 def _days_since_epoch(day: date) -> int:

@@ -10,31 +10,31 @@ DuckDB's errors become ours here, with whether a retry can help: an I/O error ma
 the partition away while we read it); running out of memory, or any other failure of the same query over
 the same data, would happen again, so it fails the run at once, saying what the operator can change.
 
-The mechanics take Parquet files listed by session day; a second warehouse backend reuses them with its own
-listing.
+The mechanics are the same for every backend: it gives the window's pageviews as a relation per session day
+(backend.PageviewSource), and what it knows of each day's row groups.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import ByteSize
 
+from dataexport.catalog.sql import Sql
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import SegmentFilter
 from dataexport.errors import ExtractionError, ExtractionOutOfMemory, PermanentExtractionError
 from dataexport.warehouse.arrow_stream import stream_arrow
-from dataexport.warehouse.layout import partition_files_by_day
-from dataexport.warehouse.query import Output, build_export_query, build_pageview_count_query
-from dataexport.warehouse.slices import Partition, ReadSlice, RowGroup, SessionSlice, plan_slices
+from dataexport.warehouse.backend import PageviewSource, ReadLimits, Warehouse
+from dataexport.warehouse.batches import MS_PER_DAY
+from dataexport.warehouse.query import Output, build_export_query, build_pageview_count_query, empty_source
+from dataexport.warehouse.slices import Partition, ReadSlice, SessionSlice, plan_slices
 
 # Cells (rows x columns) of one Arrow batch: 32k rows of a narrow export, fewer of a wide one, so that the
 # batches in flight stay a few MB whatever the width (32k rows of every field held 100+ MB more at the peak,
@@ -47,11 +47,6 @@ BATCH_ROWS_RANGE = (1024, 32 * 1024)
 BYTES_PER_PAGEVIEW = 100
 BYTES_PER_AGGREGATE = 20
 SLICE_SHARE_OF_MEMORY = 0.5
-
-# How much of a streaming result DuckDB 1.5 computes ahead of the reader. With JSONL lines of every field its
-# default (976 KiB) held 170 MB more at the peak than this (1M pageviews, views x all, the read alone: 525 MB
-# against 360 MB; a 16 MB buffer 613 MB), for no speed we could tell apart on a noisy machine.
-STREAMING_BUFFER = "64KB"
 
 
 @dataclass(frozen=True)
@@ -70,20 +65,12 @@ class ExportRequest:
     ordered: bool = False
 
 
-@dataclass(frozen=True)
-class ReadLimits:
-    threads: int
-    memory_limit: int  # DuckDB's, in bytes
-    spill_dir: Path
-    rows_per_slice: int | None = None  # None: derived from memory_limit and the query's width
-
-
 class ExportStream:
     """The batches of one export, slice after slice; iterate once. `progress`: the share of slices read (0..1)."""
 
     def __init__(
         self,
-        conn: duckdb.DuckDBPyConnection,
+        source: PageviewSource,
         request: ExportRequest,
         limits: ReadLimits,
         columns: list[str],
@@ -94,13 +81,13 @@ class ExportStream:
         self.pageviews = pageviews  # in the window (before any segment)
         self.slices = slices
         self.slices_done = 0
-        self._conn, self._request, self._limits = conn, request, limits
+        self._source, self._request, self._limits = source, request, limits
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         for read in self.slices:
-            query = _query(list(read.files), self._request, read.session_slice)
+            query = _query(self._source.relation(read.days), self._request, read.session_slice)
             with _translated(self._limits, self):
-                yield from stream_arrow(self._conn, query.sql, query.params, batch_rows(len(query.columns)))
+                yield from stream_arrow(self._source.conn, query.sql, query.params, batch_rows(len(query.columns)))
             self.slices_done += 1
 
     @property
@@ -121,83 +108,55 @@ def rows_per_slice(memory_limit: int, session_aggregates: int) -> int:
 
 
 @contextmanager
-def open_export(warehouse_root: Path, request: ExportRequest, limits: ReadLimits) -> Iterator[ExportStream]:
-    """The export of `request` from the embedded Parquet warehouse. Raises ValidationFailed on bad input."""
-    days = partition_files_by_day(warehouse_root, request.project_id, request.window_start, request.window_end)
-    with open_export_of_days(days, request, limits) as stream:
-        yield stream
+def open_export(warehouse: Warehouse, request: ExportRequest, limits: ReadLimits) -> Iterator[ExportStream]:
+    """The export of `request` from `warehouse`. Raises ValidationFailed on bad input."""
+    query = _query(empty_source(), request, None)  # validates the request before anything runs
+    with ExitStack() as stack:
+        with _translated(limits):  # opening a lake's connection fails like a read: an I/O error may pass
+            window = (request.window_start, request.window_end)
+            source = stack.enter_context(warehouse.read(request.project_id, *window, limits))
+            rows_by_day = _count_by_day(source, request) if source.days else {}
+        yield _stream(source, query.session_aggregates, query.columns, rows_by_day, request, limits)
 
 
-@contextmanager
-def open_export_of_days(
-    days: list[tuple[date, list[str]]], request: ExportRequest, limits: ReadLimits
-) -> Iterator[ExportStream]:
-    """The export of `request` over Parquet files listed by session day (in day order)."""
-    files = [f for _day, day_files in days for f in day_files]
-    query = _query(files, request, None)  # validates the request before anything runs
-    conn = duckdb.connect(
-        config={
-            "threads": limits.threads,
-            "memory_limit": f"{limits.memory_limit}B",
-            "temp_directory": str(limits.spill_dir),
-            "preserve_insertion_order": False,
-        }
-    )
-    try:
-        # Set per connection (DuckDB refuses it as a global option).
-        conn.execute(f"SET streaming_buffer_size = '{STREAMING_BUFFER}'")
+def _stream(
+    source: PageviewSource,
+    session_aggregates: int,
+    columns: list[str],
+    rows_by_day: dict,
+    request: ExportRequest,
+    limits: ReadLimits,
+) -> ExportStream:
+    pageviews = sum(rows_by_day.values())
+    reads = [ReadSlice(tuple(source.days), None)]
+    if session_aggregates > 0:
+        per_slice = limits.rows_per_slice or rows_per_slice(limits.memory_limit, session_aggregates)
         with _translated(limits):
-            rows_by_file = _count_by_file(conn, files, request) if files else {}
-        pageviews = sum(rows_by_file.values())
-        reads = [ReadSlice(tuple(files), None)]
-        if query.session_aggregates > 0:
-            per_slice = limits.rows_per_slice or rows_per_slice(limits.memory_limit, query.session_aggregates)
-            partitions = _partitions(days, rows_by_file, request, sliced=pageviews > per_slice)
-            reads = plan_slices(partitions, rows_per_slice=per_slice, ordered=request.ordered)
-        yield ExportStream(conn, request, limits, query.columns, pageviews, reads)
-    finally:
-        conn.close()
+            partitions = _partitions(source, rows_by_day, request, sliced=pageviews > per_slice)
+        reads = plan_slices(partitions, rows_per_slice=per_slice, ordered=request.ordered)
+    return ExportStream(source, request, limits, columns, pageviews, reads)
 
 
-def _partitions(
-    days: list[tuple[date, list[str]]], rows_by_file: dict[str, int], request: ExportRequest, *, sliced: bool
-) -> list[Partition]:
+def _partitions(source: PageviewSource, rows_by_day: dict, request: ExportRequest, *, sliced: bool) -> list[Partition]:
     out = []
-    for day, files in days:
+    for day in source.days:
         day_start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        largest = max(files, key=lambda f: rows_by_file.get(f, 0))
         out.append(
             Partition(
-                files=tuple(files),
-                rows=sum(rows_by_file.get(f, 0) for f in files),
+                day=day,
+                rows=rows_by_day.get(day, 0),
                 start=max(day_start, request.window_start),
                 end=min(day_start + timedelta(days=1), request.window_end),
-                # Only a window that needs slicing pays for reading a footer.
-                row_groups=_row_groups(largest) if sliced else (),
+                # Only a window that needs slicing pays for its row groups (a footer read, a catalog query).
+                row_groups=source.row_groups(day) if sliced else (),
             )
         )
     return out
 
 
-def _row_groups(path: str) -> tuple[RowGroup, ...]:
-    """The user_id statistics of each row group of a Parquet file, from its footer."""
-    metadata = pq.ParquetFile(path).metadata
-    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
-    if "user_id" not in names:
-        return ()
-    column = names.index("user_id")
-    groups = []
-    for i in range(metadata.num_row_groups):
-        group = metadata.row_group(i)
-        stats = group.column(column).statistics
-        known = stats is not None and stats.has_min_max
-        groups.append(RowGroup(stats.min if known else None, stats.max if known else None, group.num_rows))
-    return tuple(groups)
-
-
-def _query(files: list[str], request: ExportRequest, session_slice: SessionSlice | None):
+def _query(source: Sql, request: ExportRequest, session_slice: SessionSlice | None):
     return build_export_query(
-        files=files,
+        source=source,
         project_id=request.project_id,
         scope=request.scope,
         fields=request.fields,
@@ -212,15 +171,18 @@ def _query(files: list[str], request: ExportRequest, session_slice: SessionSlice
     )
 
 
-def _count_by_file(conn: duckdb.DuckDBPyConnection, files: list[str], request: ExportRequest) -> dict[str, int]:
+def _count_by_day(source: PageviewSource, request: ExportRequest) -> dict:
+    """The window's pageviews of each session day (before any segment)."""
     sql, params = build_pageview_count_query(
-        files=files,
+        source=source.relation(source.days),
         project_id=request.project_id,
         window_start=request.window_start,
         window_end=request.window_end,
         device_ids=request.device_ids,
     )
-    return {name: int(rows) for name, rows in conn.sql(sql, params=params).fetchall()}
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    rows = source.conn.execute(sql, params).fetchall()
+    return {(epoch + timedelta(milliseconds=int(day) * MS_PER_DAY)).date(): int(n) for day, n in rows}
 
 
 @contextmanager

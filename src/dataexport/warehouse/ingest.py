@@ -16,10 +16,10 @@ import orjson
 import pyarrow as pa
 
 from dataexport.errors import FieldError, ValidationFailed
+from dataexport.warehouse.backend import Warehouse
 from dataexport.warehouse.hits import NOT_JSON, HitBatch, HitError
 from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, session_days, validate_to_table
 from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
-from dataexport.warehouse.store import PageviewStore
 
 MAX_HITS_PER_REQUEST = 10_000
 MAX_ERRORS_REPORTED = 100
@@ -105,7 +105,7 @@ def _too_many_days(days: int, limit: int) -> ValidationFailed:
 
 
 def ingest(
-    store: PageviewStore,
+    warehouse: Warehouse,
     project_id: int,
     body: bytes,
     *,
@@ -133,7 +133,7 @@ def ingest(
         days = session_days(table)
         if days > max_session_days:
             raise _too_many_days(days, max_session_days)
-    stored = store.append(project_id, table, batch_key=idempotency_key, now=now)
+    stored = warehouse.append(project_id, table, batch_key=idempotency_key, now=now)
     return IngestResult(
         batch_id=stored.batch_id,
         stored=stored.rows,

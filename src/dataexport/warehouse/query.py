@@ -45,6 +45,7 @@ OUTPUTS = ("typed", "csv", "jsonl")
 JSONL_COLUMN = "line"
 
 _SESSION_KEY = "user_id_unhashed, session_number"
+MS_PER_DAY = 86_400_000
 _ISO_MS = "'%Y-%m-%dT%H:%M:%S.%gZ'"
 
 
@@ -72,9 +73,9 @@ def quote_ident(name: str) -> str:
 # ---------------------------------------------------------------- validation
 
 
-def _check_inputs(files, project_id, scope, fields, window_start, window_end, timezone, device_ids, output):
-    if not all(isinstance(f, str) for f in files):
-        raise validation_error("files", "must be a list of paths")
+def _check_inputs(source, project_id, scope, fields, window_start, window_end, timezone, device_ids, output):
+    if not isinstance(source, Sql):
+        raise validation_error("source", "must be a relation (Sql)")
     if not isinstance(project_id, int) or isinstance(project_id, bool):
         raise validation_error("projectId", "must be an integer")
     if not isinstance(scope, Scope):
@@ -204,18 +205,23 @@ def _duckdb_type(t: pa.DataType) -> str:
     }[t]
 
 
-def _empty_pageviews() -> str:
-    """A zero-row relation with the stored pageview columns, for windows without any file."""
-    cols = ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {quote_ident(f.name)}" for f in PAGEVIEW_SCHEMA)
-    return f"(SELECT {cols} WHERE false)"
-
-
-def _pageviews(files, project_id, window_start, window_end, device_ids, session_slice, *, filename=False) -> Sql:
-    # Hive partitioning off: project_id is a real column of the files, not to be replaced from the path.
-    options = ", filename = true" if filename else ""
-    source = Sql(f"read_parquet(?, hive_partitioning = false{options})", [list(files)])
+def parquet_source(files: list[str]) -> Sql:
+    """The relation of stored pageviews in these Parquet files (none: an empty relation with their columns)."""
+    if not all(isinstance(f, str) for f in files):
+        raise validation_error("files", "must be a list of paths")
     if not files:
-        source = Sql(_empty_pageviews())
+        return empty_source()
+    # Hive partitioning off: project_id is a real column of the files, not to be replaced from the path.
+    return Sql("read_parquet(?, hive_partitioning = false)", [list(files)])
+
+
+def empty_source() -> Sql:
+    """A zero-row relation with the stored pageview columns, for windows without any data."""
+    cols = ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {quote_ident(f.name)}" for f in PAGEVIEW_SCHEMA)
+    return Sql(f"(SELECT {cols} WHERE false)")
+
+
+def _pageviews(source: Sql, project_id, window_start, window_end, device_ids, session_slice) -> Sql:
     conditions = [
         Sql("project_id = ? AND session_time >= ? AND session_time < ?", [project_id, window_start, window_end])
     ]
@@ -266,7 +272,7 @@ def _views_src(plans: list[_Column], needed: set[str], segment: Sql | None) -> S
 
 def build_export_query(
     *,
-    files: list[str],
+    source: Sql,
     project_id: int,
     scope: Scope,
     fields: list[FieldSpec],
@@ -279,18 +285,19 @@ def build_export_query(
     ordered: bool = True,
     session_slice: SessionSlice | None = None,
 ) -> ExportQuery:
-    """The query of the rows of one export window (of one slice of its sessions, when given). Raises
+    """The query of the rows of one export window (of one slice of its sessions, when given), read from
+    `source`, a relation with the stored pageview columns (`parquet_source`, or a backend's table). Raises
     ValidationFailed on bad input.
 
     `ordered=False` drops the sort: rows then leave in the order DuckDB produces them. A sort must see every
     row before the first one leaves, so unordered exports run in flat memory and much faster.
     """
-    _check_inputs(files, project_id, scope, fields, window_start, window_end, timezone, device_ids, output)
+    _check_inputs(source, project_id, scope, fields, window_start, window_end, timezone, device_ids, output)
     needed: set[str] = set()
     plans = [_plan(i, spec, scope, timezone, needed) for i, spec in enumerate(fields)]
     segment = compile_segment_filter(segment_filter) if segment_filter else None
 
-    pageviews = _pageviews(files, project_id, window_start, window_end, device_ids, session_slice)
+    pageviews = _pageviews(source, project_id, window_start, window_end, device_ids, session_slice)
     parts = [Sql("pv AS NOT MATERIALIZED ("), pageviews, Sql(")")]
     if scope is Scope.SESSIONS:
         if ordered:
@@ -330,15 +337,17 @@ def build_export_query(
 
 def build_pageview_count_query(
     *,
-    files: list[str],
+    source: Sql,
     project_id: int,
     window_start: datetime,
     window_end: datetime,
     device_ids: tuple[int, ...] | None,
 ) -> tuple[str, list]:
-    """(file, pageviews) of each file an export of the window reads (before any segment): what slices are sized
-    by. Needs at least one file."""
-    if not files:
-        raise ValueError("a count needs files")
-    pageviews = _pageviews(files, project_id, window_start, window_end, device_ids, None, filename=True)
-    return f"SELECT filename, count(*) FROM ({pageviews.text}) GROUP BY filename", pageviews.params
+    """(session day as days since 1970, pageviews) of each UTC session day an export of the window reads (before
+    any segment): what slices are sized by. By epoch arithmetic, not a cast to DATE, which would follow the
+    connection's time zone."""
+    pageviews = _pageviews(source, project_id, window_start, window_end, device_ids, None)
+    return (
+        f"SELECT epoch_ms(session_time) // {MS_PER_DAY} AS day, count(*) FROM ({pageviews.text}) GROUP BY day",
+        pageviews.params,
+    )

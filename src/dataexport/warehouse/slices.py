@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
 USER_ID_SPACE = 1 << 64  # user_id is an unsigned 64-bit hash
@@ -46,9 +46,10 @@ class RowGroup:
 
 @dataclass(frozen=True)
 class Partition:
-    """The files of one session day, the window's pageviews in them, and the row groups of its largest file."""
+    """One session day of the window: its pageviews, and the user_id row groups the backend knows of (those of
+    its largest file, or one per file of a sorted lake partition; none when unknown)."""
 
-    files: tuple[str, ...]
+    day: date
     rows: int
     start: datetime  # the part of the window this day covers
     end: datetime
@@ -57,7 +58,9 @@ class Partition:
 
 @dataclass(frozen=True)
 class ReadSlice:
-    files: tuple[str, ...]
+    """One query of an export: the session days it reads, narrowed to a range of sessions when given."""
+
+    days: tuple[date, ...]
     session_slice: SessionSlice | None
 
 
@@ -128,9 +131,9 @@ def session_time_slices(start: datetime, end: datetime, count: int) -> list[Sess
 
 
 def plan_slices(partitions: list[Partition], *, rows_per_slice: int, ordered: bool) -> list[ReadSlice]:
-    """The reads of a window: one over every file when it fits a slice, else partition by partition, each cut
+    """The reads of a window: one over every day when it fits a slice, else partition by partition, each cut
     into as many slices as its pageviews need. Partitions are given in day order, and keep it."""
-    every = tuple(f for p in partitions for f in p.files)
+    every = tuple(p.day for p in partitions)
     if sum(p.rows for p in partitions) <= rows_per_slice:
         return [ReadSlice(every, None)]
     out: list[ReadSlice] = []
@@ -139,14 +142,14 @@ def plan_slices(partitions: list[Partition], *, rows_per_slice: int, ordered: bo
             continue
         count = slice_count(p.rows, rows_per_slice)
         if count == 1:
-            out.append(ReadSlice(p.files, None))
+            out.append(ReadSlice((p.day,), None))
             continue
         if ordered:
             cuts = session_time_slices(p.start, p.end, count)
         else:
             share = p.rows / max(1, sum(g.rows for g in p.row_groups))
             cuts = sorted_user_id_slices(p.row_groups, rows_per_slice, share) or user_id_slices(count)
-        out.extend(ReadSlice(p.files, s) for s in cuts)
+        out.extend(ReadSlice((p.day,), s) for s in cuts)
     return out or [ReadSlice(every, None)]
 
 

@@ -35,29 +35,32 @@ one per touched partition directory (after the lock).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dataexport.errors import DataExportError, FieldError
+from dataexport.warehouse.batches import (
+    IDEMPOTENCY_DAYS,
+    StoredBatch,
+    as_stored_table,
+    batch_id_of,
+    content_fingerprint,
+    is_retry,
+    split_by_session_day,
+    stored_as_given,
+)
 from dataexport.warehouse.durable import fsync_dir, locked, makedirs_durable, try_lock
 from dataexport.warehouse.layout import partition_dir
-from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
-MS_PER_DAY = 86_400_000
-# A batch retried within this many log days (today's and yesterday's segments) is recognised as a retry.
-IDEMPOTENCY_DAYS = 2
 COMPRESSION = "zstd"  # of compacted files (compaction.py): small, with dictionaries and full statistics
 # Files written by `append` live until compaction merges them, so they are written for speed: lz4, no
 # dictionaries, statistics only on the columns exports filter files on. Half the CPU of the zstd defaults (the
@@ -67,35 +70,6 @@ FRESH_FILE_OPTIONS = {
     "use_dictionary": False,
     "write_statistics": ["session_time", "view_time", "device_id"],
 }
-_PROJECT = PAGEVIEW_SCHEMA.get_field_index("project_id")
-_INGESTED = PAGEVIEW_SCHEMA.get_field_index("ingested_at")
-
-
-class IdempotencyKeyReused(DataExportError):
-    """The batch's key was committed before with other rows: a client bug, or a key generator that repeats."""
-
-    status = 422
-    error_code = "IDEMPOTENCY_KEY_REUSED"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This Idempotency-Key was already used for a different batch; nothing was stored.",
-            [
-                FieldError(
-                    "Idempotency-Key",
-                    "was already used with other hits: send new hits under a new key "
-                    "(a retry must resend the same hits)",
-                )
-            ],
-        )
-
-
-@dataclass(frozen=True)
-class StoredBatch:
-    batch_id: str
-    rows: int
-    files: list[str] = field(default_factory=list)
-    duplicate: bool = False  # the batch had been stored before: acknowledged, nothing written
 
 
 class PageviewStore:
@@ -190,7 +164,17 @@ class PageviewStore:
             return StoredBatch(batch_id="", rows=0)
         batch_id = batch_id_of(project_id, table, batch_key)
         fingerprint = content_fingerprint(table) if batch_key is not None else ""
-        if _is_retry(self._committed(project_id, batch_id), fingerprint):  # nothing to write
+        if is_retry(self._committed(project_id, batch_id), fingerprint):  # nothing to write
+            return StoredBatch(batch_id, table.num_rows, duplicate=True)
+        return self.commit(project_id, _write_staged(table, batch_id, self.staging, fingerprint))
+
+    def restore(self, project_id: int, table: pa.Table, *, batch_key: str) -> StoredBatch:
+        """Store rows as given (ingested_at included), with `append`'s atomicity and idempotency."""
+        table = stored_as_given(project_id, table)
+        if table.num_rows == 0:
+            return StoredBatch(batch_id="", rows=0)
+        batch_id, fingerprint = batch_id_of(project_id, table, batch_key), content_fingerprint(table)
+        if is_retry(self._committed(project_id, batch_id), fingerprint):
             return StoredBatch(batch_id, table.num_rows, duplicate=True)
         return self.commit(project_id, _write_staged(table, batch_id, self.staging, fingerprint))
 
@@ -202,6 +186,8 @@ class PageviewStore:
         committed = False
         moves = []
         try:
+            if staged.project_id is not None and staged.project_id != project_id:
+                raise ValueError(f"a batch of project {staged.project_id} cannot be committed to project {project_id}")
             for day, staged_path in staged.parts:
                 source = Path(staged_path)
                 if source.parent != self.staging:
@@ -213,7 +199,7 @@ class PageviewStore:
             renames = [[str(s.relative_to(self.root)), str(d.relative_to(self.root))] for s, d in moves]
             with self.commit_lock():
                 # Committed before, or by a concurrent retry (which may carry other rows under the same key).
-                if _is_retry(self._committed(project_id, staged.batch_id), staged.fingerprint):
+                if is_retry(self._committed(project_id, staged.batch_id), staged.fingerprint):
                     return StoredBatch(staged.batch_id, staged.rows, duplicate=True)
                 self._log_commit(project_id, staged.batch_id, renames, staged.fingerprint)  # the commit point
                 committed = True
@@ -223,7 +209,7 @@ class PageviewStore:
         finally:
             if not committed:  # a failure or a duplicate before the commit point leaves nothing behind
                 _discard(staged.parts)
-        return StoredBatch(staged.batch_id, staged.rows, [str(d) for _, d in moves])
+        return StoredBatch(staged.batch_id, staged.rows, partitions=len(moves))
 
     def _log_commit(self, project_id: int, batch_id: str, renames: list, fingerprint: str = "") -> None:
         """Append the batch's commit line, fsync'd. Under the commit lock."""
@@ -318,6 +304,7 @@ class StagedBatch:
     rows: int
     parts: tuple[tuple[date, str], ...] = ()  # (session day, staged file) for each day the batch touches
     fingerprint: str = ""  # of a keyed batch's rows (content_fingerprint); "" for a batch identified by its rows
+    project_id: int | None = None  # whose rows these are: committed under that project only
 
 
 def stage(
@@ -347,29 +334,14 @@ def _write_staged(table: pa.Table, batch_id: str, staging: Path, fingerprint: st
     except BaseException:
         _discard(parts)
         raise
-    return StagedBatch(batch_id, table.num_rows, tuple(parts), fingerprint)
+    project_id = int(table.column("project_id")[0].as_py()) if table.num_rows else None
+    return StagedBatch(batch_id, table.num_rows, tuple(parts), fingerprint, project_id)
 
 
 def _discard(parts) -> None:
     for _, path in parts:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-
-
-def as_stored_table(project_id: int, rows: list[dict] | pa.Table, now: datetime | None) -> pa.Table:
-    """Validated rows (dicts from `hits`, or a table with the schema's columns) as stored: project_id and
-    ingested_at set, the other columns taken as given."""
-    if isinstance(rows, pa.Table):
-        table = rows.select(PAGEVIEW_SCHEMA.names) if rows.schema.names != PAGEVIEW_SCHEMA.names else rows
-        if not table.schema.equals(PAGEVIEW_SCHEMA):  # a cast of every column even when none changes type
-            table = table.cast(PAGEVIEW_SCHEMA)
-    else:
-        table = pa.Table.from_pylist(rows, schema=PAGEVIEW_SCHEMA)
-    n = table.num_rows
-    ingested_ms = int((now.timestamp() if now else time.time()) * 1000)
-    table = table.set_column(_PROJECT, PAGEVIEW_SCHEMA.field(_PROJECT), pa.array(np.full(n, project_id, np.int32)))
-    ingested = pa.array(np.full(n, ingested_ms, np.int64)).cast(PAGEVIEW_SCHEMA.field(_INGESTED).type)
-    return table.set_column(_INGESTED, PAGEVIEW_SCHEMA.field(_INGESTED), ingested)
 
 
 def _today() -> date:
@@ -386,64 +358,6 @@ def _parse_line(line: str) -> tuple[str, str, str]:
     batch_id, _, rest = line.partition("\t")
     renames, _, fingerprint = rest.partition("\t")
     return batch_id, renames, fingerprint
-
-
-def _is_retry(committed: str | None, fingerprint: str) -> bool:
-    """Whether a batch whose id was `committed` (its fingerprint, or None: not committed) is a retry of it: the
-    same key with the same rows, or an unkeyed batch (its id is its rows). Raises when a key comes back with other
-    rows. A line without a fingerprint (written before they were kept) cannot tell: taken as a retry, as then."""
-    if committed is None:
-        return False
-    if fingerprint and committed and committed != fingerprint:
-        raise IdempotencyKeyReused()
-    return True
-
-
-_UNFINGERPRINTED = ("project_id", "ingested_at")  # set by the store, not sent: a retry's ingested_at differs
-
-
-def content_fingerprint(table: pa.Table) -> str:
-    """A digest of a batch's rows as stored (every column but project_id and ingested_at): equal for the same
-    rows, whatever request shape brought them (JSON array, {"hits": [...]}, NDJSON, key order, spacing).
-
-    The Arrow IPC bytes of the columns, hashed: about 0.4 µs a pageview (a 1,000-hit batch of demo traffic), a
-    twentieth of decoding and validating it. Every validation path builds the same buffers for the same hits (null
-    slots zeroed by Arrow's builders: tests/unit/test_hits_columnar.py checks it), and chunks are combined first so
-    that chunking cannot change the bytes.
-    """
-    table = table.drop_columns(list(_UNFINGERPRINTED))
-    if any(column.num_chunks > 1 for column in table.columns):
-        table = table.combine_chunks()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue()).hexdigest()[:32]
-
-
-def batch_id_of(project_id: int, table: pa.Table, batch_key: str | None) -> str:
-    """The caller's key if any, else a hash of the batch's natural keys: a retried batch hashes the same."""
-    h = hashlib.sha256(f"{int(project_id)}\x1e".encode())
-    if batch_key is not None:
-        h.update(b"key\x1e" + batch_key.encode())
-    else:
-        users = table.column("user_id_unhashed").to_pylist()
-        sessions = table.column("session_number").to_pylist()
-        views = table.column("view_number").to_pylist()
-        h.update("\x1e".join(f"{u}\x1f{s}\x1f{v}" for u, s, v in zip(users, sessions, views, strict=True)).encode())
-    return h.hexdigest()[:32]
-
-
-def split_by_session_day(table: pa.Table) -> list[tuple[date, pa.Table]]:
-    """The rows of each UTC session day: a session lives in the partition of its first pageview."""
-    days = table.column("session_time").cast(pa.int64()).to_numpy() // MS_PER_DAY
-    unique = np.unique(days)
-    if len(unique) == 1:
-        return [(_day(unique[0]), table)]
-    return [(_day(d), table.take(np.nonzero(days == d)[0])) for d in unique]
-
-
-def _day(days_since_epoch: np.int64) -> date:
-    return date.fromordinal(date(1970, 1, 1).toordinal() + int(days_since_epoch))
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:

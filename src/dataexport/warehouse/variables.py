@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-import duckdb
+from datetime import datetime, timedelta
 
 from dataexport.errors import validation_error
+from dataexport.warehouse.backend import ReadLimits, Warehouse
 
 _CUSTOM_VARS = """
 WITH cv AS (
     SELECT unnest(custom_vars, recursive := true)
-    FROM read_parquet(?, hive_partitioning = false)
-    WHERE project_id = ? AND len(custom_vars) > 0
+    FROM {source}
+    WHERE project_id = ? AND session_time >= ? AND session_time < ? AND len(custom_vars) > 0
 ),
 keys AS (
     -- the most frequent key at each position; ties go to the smallest key so answers are stable
@@ -35,8 +34,8 @@ SELECT dv.key AS key,
        CASE WHEN bool_and(dv.string_value IS NULL AND dv.number_value IS NOT NULL) THEN 'number' ELSE 'string' END
 FROM (
     SELECT unnest(dynamic_vars) AS dv
-    FROM read_parquet(?, hive_partitioning = false)
-    WHERE project_id = ? AND view_time >= ? AND view_time < ? AND len(dynamic_vars) > 0
+    FROM {source}
+    WHERE project_id = ? AND session_time >= ? AND view_time >= ? AND view_time < ? AND len(dynamic_vars) > 0
 )
 WHERE dv.key IS NOT NULL
 GROUP BY dv.key
@@ -44,34 +43,47 @@ ORDER BY dv.key
 """
 
 
-def _check_files(files: list[str]) -> None:
-    if not all(isinstance(f, str) for f in files):
-        raise validation_error("files", "must be a list of paths")
+# A view's session started at most this long before it (sessions end after 30 minutes of inactivity; a day is
+# what the store's partitions and the previous listing allowed for).
+SESSION_LOOKBACK = timedelta(days=1)
 
 
-def list_custom_vars(files: list[str], project_id: int, max_values: int = 100) -> list[dict]:
-    """[{"position", "key", "values"}] by position; values distinct, sorted, at most max_values of them."""
-    _check_files(files)
+def list_custom_vars(
+    warehouse: Warehouse, project_id: int, start: datetime, end: datetime, limits: ReadLimits, max_values: int = 100
+) -> list[dict]:
+    """[{"position", "key", "values"}] by position, of sessions started in [start, end); values distinct, sorted, at
+    most max_values of them."""
+    _check_range(start, end)
     if not isinstance(max_values, int) or isinstance(max_values, bool) or max_values < 0:
         raise validation_error("maxValues", "must be a non-negative integer")
-    if not files:
-        return []
-    with duckdb.connect() as con:
-        rows = con.execute(_CUSTOM_VARS, [list(files), project_id, max_values]).fetchall()
+    with warehouse.read(project_id, start, end, limits) as source:
+        if not source.days:
+            return []
+        relation = source.relation(source.days)
+        sql = _CUSTOM_VARS.replace("{source}", relation.text)
+        rows = source.conn.execute(sql, [*relation.params, project_id, start, end, max_values]).fetchall()
     return [{"position": pos, "key": key, "values": list(values)} for pos, key, values in rows]
 
 
-def list_dynamic_var_keys(files: list[str], project_id: int, start: datetime, end: datetime) -> list[dict]:
+def list_dynamic_var_keys(
+    warehouse: Warehouse, project_id: int, start: datetime, end: datetime, limits: ReadLimits
+) -> list[dict]:
     """[{"key", "type"}] of the keys seen on pageviews with view_time in [start, end), sorted by key.
 
     type is "number" when the key only ever carried numbers, else "string".
     """
-    _check_files(files)
+    _check_range(start, end)
+    sessions_from = start - SESSION_LOOKBACK
+    with warehouse.read(project_id, sessions_from, end, limits) as source:
+        if not source.days:
+            return []
+        relation = source.relation(source.days)
+        sql = _DYNAMIC_KEYS.replace("{source}", relation.text)
+        rows = source.conn.execute(sql, [*relation.params, project_id, sessions_from, start, end]).fetchall()
+    return [{"key": key, "type": kind} for key, kind in rows]
+
+
+def _check_range(start: datetime, end: datetime) -> None:
     for name, value in (("from", start), ("to", end)):
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise validation_error(name, "must be a timezone-aware datetime")
-    if not files:
-        return []
-    with duckdb.connect() as con:
-        rows = con.execute(_DYNAMIC_KEYS, [list(files), project_id, start, end]).fetchall()
-    return [{"key": key, "type": kind} for key, kind in rows]

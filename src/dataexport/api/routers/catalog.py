@@ -22,13 +22,20 @@ from dataexport.domain.enums import Scope
 from dataexport.domain.timeparse import parse_instant
 from dataexport.errors import validation_error
 from dataexport.warehouse import variables
-from dataexport.warehouse.layout import partition_files
+from dataexport.warehouse.backend import ReadLimits
 
 router = APIRouter(prefix="/v1", tags=["catalog"], responses=ERROR_RESPONSES)
 
 CUSTOM_VARS_LOOKBACK = timedelta(days=30)
 DYNAMIC_VARS_DEFAULT_RANGE = timedelta(days=7)
 DYNAMIC_VARS_MAX_RANGE = timedelta(days=31)
+LISTING_THREADS = 2  # a listing scans a month of one project's variables: a worker's share of the machine
+
+
+def _limits(caller: Caller) -> ReadLimits:
+    settings = caller.ctx.settings
+    spill = settings.data_dir / "work" / "duckdb-spill-api"
+    return ReadLimits(threads=LISTING_THREADS, memory_limit=settings.duckdb_memory_limit, spill_dir=spill)
 
 
 @router.get("/exportable-fields", response_model=Envelope[list[ExportableFieldOut]], summary="Exportable fields")
@@ -48,9 +55,8 @@ async def custom_vars(
         # Custom variables seen over the last 30 days of sessions: recent enough to be cheap, long enough to be
         # complete.
         now = caller.ctx.clock()
-        warehouse = caller.ctx.settings.resolved_warehouse_dir
-        files = partition_files(warehouse, caller.project_id, now - CUSTOM_VARS_LOOKBACK, now)
-        return ok(variables.list_custom_vars(files, caller.project_id))
+        window = (now - CUSTOM_VARS_LOOKBACK, now)
+        return ok(variables.list_custom_vars(caller.ctx.warehouse, caller.project_id, *window, _limits(caller)))
 
     return await run_in_threadpool(work)
 
@@ -73,9 +79,7 @@ async def dynamic_var_keys(
         raise validation_error("to", "must be at most 31 days after from")
 
     def work() -> dict:
-        # Views of sessions that started up to a day before `start` can still fall in the range.
-        warehouse = caller.ctx.settings.resolved_warehouse_dir
-        files = partition_files(warehouse, caller.project_id, start - timedelta(days=1), end)
-        return ok(variables.list_dynamic_var_keys(files, caller.project_id, start, end))
+        keys = variables.list_dynamic_var_keys(caller.ctx.warehouse, caller.project_id, start, end, _limits(caller))
+        return ok(keys)
 
     return await run_in_threadpool(work)
