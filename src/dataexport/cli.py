@@ -24,6 +24,8 @@ segments_app = typer.Typer(help="Segments: saved filters on sessions.", no_args_
 app.add_typer(projects_app, name="projects")
 app.add_typer(clients_app, name="clients")
 app.add_typer(segments_app, name="segments")
+warehouse_app = typer.Typer(help="The warehouse of pageviews.", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
 
 console = Console()
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON, for scripts.")
@@ -389,6 +391,56 @@ def _stop_on_signals(loop) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+@warehouse_app.command("migrate")
+def warehouse_migrate(
+    project: int = typer.Option(..., "--project"),
+    source_dir: Path | None = typer.Option(
+        None, "--from-dir", help="Embedded warehouse to copy from (default: DATAEXPORT_WAREHOUSE_DIR or the data dir's)"
+    ),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Copy a project's pageviews from an embedded warehouse into the configured one (DATAEXPORT_WAREHOUSE=ducklake);
+    safe to run again: what was copied before is not copied twice."""
+    from contextlib import closing
+
+    from dataexport.errors import NotFound, validation_error
+    from dataexport.metadata.db import transaction
+    from dataexport.metadata.repositories import tenants
+    from dataexport.warehouse.backend import open_warehouse
+    from dataexport.warehouse.embedded import EmbeddedWarehouse
+    from dataexport.warehouse.migrate import DayMigrated, migrate_project
+
+    settings = _settings(data_dir)
+
+    def work():
+        if settings.warehouse == "embedded":
+            raise validation_error(
+                "DATAEXPORT_WAREHOUSE", "must name the target (ducklake): the source is the embedded --from-dir"
+            )
+        with transaction(_sessions(settings)) as session:
+            if tenants.get_project(session, project) is None:
+                raise NotFound(f"Project {project} not found.")
+
+        def show(day: DayMigrated) -> None:
+            if not as_json:
+                console.print(f"  {day.day}  {day.rows:>10,} rows read, {day.stored:>10,} stored", highlight=False)
+
+        source = EmbeddedWarehouse(source_dir or settings.resolved_warehouse_dir)
+        with closing(source), closing(open_warehouse(settings)) as target:
+            return migrate_project(source, target, project, on_day=show)
+
+    summary = _run(work)
+    out = {
+        "project_id": project,
+        "rows_read": summary.rows,
+        "rows_stored": summary.stored,
+        "days": [{"day": d.day.isoformat(), "rows_read": d.rows, "rows_stored": d.stored} for d in summary.days],
+    }
+    lines = [f"project {project}: {summary.rows:,} rows read over {len(summary.days)} days, {summary.stored:,} stored"]
+    _emit(as_json, out, lines)
 
 
 @app.command()
