@@ -10,13 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
 SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 STARTUP_TIMEOUT = 60
@@ -157,3 +159,155 @@ def cli_json(env: dict[str, str], *args: str) -> dict:
         timeout=120,
     )
     return json.loads(out.stdout)
+
+
+# ---------------------------------------------------------------- workers and their leases
+
+
+def worker_ids(workers: list[Service]) -> dict[str, Service]:
+    """worker_id (from `worker.started` of the current incarnation) -> its service."""
+    return {
+        e["worker_id"]: w for w in workers for e in w.events(current_only=True) if e.get("event") == "worker.started"
+    }
+
+
+def busy_worker(engine, workers: list[Service], wait: float) -> Service | None:
+    """A worker that holds a run's lease right now, waiting up to `wait` seconds for one."""
+    give_up = time.monotonic() + wait
+    while time.monotonic() < give_up:
+        with engine.connect() as conn:
+            owners = {
+                o
+                for (o,) in conn.execute(
+                    text("SELECT lease_owner FROM job_runs WHERE state = 'RUNNING' AND lease_owner IS NOT NULL")
+                )
+            }
+        holding = [w for wid, w in worker_ids(workers).items() if wid in owners and w.alive()]
+        if holding:
+            return holding[0]
+        time.sleep(0.05)
+    return None
+
+
+# ---------------------------------------------------------------- an ingest client
+
+NaturalKey = tuple[str, int, int]  # (user_id_unhashed, session_number, view_number): one pageview
+
+
+def batch_hits(batch: int, when: datetime, *, prefix: str = "fault", users: int = 8, views: int = 5) -> list[dict]:
+    """Hits with natural keys of their own (user PREFIX-B-U, session 1, views 1..`views`), their sessions
+    starting at `when` plus one second per user."""
+    hits = []
+    for i in range(users * views):
+        user, view = divmod(i, views)
+        session_start = when + timedelta(seconds=user)
+        hits.append(
+            {
+                "user_id_unhashed": f"{prefix}-{batch}-{user}",
+                "session_number": 1,
+                "view_number": view + 1,
+                "session_time": stamp(session_start),
+                "view_time": stamp(session_start + timedelta(seconds=9 * view)),
+                "device_id": 1 + i % 3,
+                "url": f"https://shop.example/p/{batch}/{i}",
+                "title": f"Batch {batch}",
+                "country_code": "FR",
+            }
+        )
+    return hits
+
+
+class Ingester(threading.Thread):
+    """A tracker that sends batches back to back and resends one until it is acknowledged (2xx), as a
+    real client would: a resent batch must be stored once.
+
+    Given several API replicas, batch B goes first to replica B mod N, and each resend to the next one, so a
+    batch whose replica is down (or died while answering) is acknowledged by another. With `keyed`, every
+    batch carries an `Idempotency-Key` of its own, the same on each resend. Batch B's sessions start at
+    `when` + B x `spacing`."""
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        ingest_key: str,
+        when: datetime,
+        *,
+        prefix: str = "fault",
+        users: int = 8,
+        views: int = 5,
+        spacing: timedelta = timedelta(0),
+        keyed: bool = False,
+    ) -> None:
+        super().__init__(daemon=True, name="ingester")
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        self.key, self.when = ingest_key, when
+        self.prefix, self.users, self.views, self.spacing, self.keyed = prefix, users, views, spacing, keyed
+        self.stopping = threading.Event()
+        self.acked: list[NaturalKey] = []  # natural keys of every acknowledged hit
+        self.batches = self.resends = self.duplicates = 0
+        self.unacked: list[int] = []
+        self.errors: list[str] = []
+        self.tried: dict[int, list[str]] = {}  # batch -> the replica of each of its sends, in order
+        self.acked_by: dict[int, str] = {}  # batch -> the replica that acknowledged it
+        self.duplicate_batches: list[int] = []  # acknowledged as already stored
+        self.in_flight: tuple[int, str] | None = None  # (batch, replica) of the request under way
+        self._sending = threading.Condition()
+
+    def batch_key(self, batch: int) -> str:
+        return f"{self.prefix}-batch-{batch}"
+
+    def wait_in_flight(self, url: str, timeout: float) -> int | None:
+        """The batch just being sent to `url`, waiting up to `timeout` seconds for one; None if none was."""
+        with self._sending:
+            found = self._sending.wait_for(lambda: self.in_flight is not None and self.in_flight[1] == url, timeout)
+            return self.in_flight[0] if found else None
+
+    def hits(self, batch: int) -> list[dict]:
+        """The hits of batch `batch`: the same each time."""
+        when = self.when + batch * self.spacing
+        return batch_hits(batch, when, prefix=self.prefix, users=self.users, views=self.views)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10, headers={"X-Ingest-Key": self.key}) as http:
+            batch = 0
+            while not self.stopping.is_set():
+                self._send_until_acked(http, batch, self.hits(batch))
+                batch += 1
+                time.sleep(0.05)
+
+    def _announce(self, sending: tuple[int, str] | None) -> None:
+        with self._sending:
+            self.in_flight = sending
+            self._sending.notify_all()
+
+    def _send_until_acked(self, http: httpx.Client, batch: int, hits: list[dict]) -> None:
+        headers = {"Idempotency-Key": self.batch_key(batch)} if self.keyed else {}
+        tried = self.tried.setdefault(batch, [])
+        give_up = time.monotonic() + 60
+        while time.monotonic() < give_up:
+            url = self.urls[(batch + len(tried)) % len(self.urls)]
+            tried.append(url)
+            self._announce((batch, url))
+            try:
+                answer = http.post(f"{url}/ingest/v1/pageviews", json=hits, headers=headers)
+            except httpx.TransportError:  # the API is down, or died while answering: resend
+                self.resends += 1
+                time.sleep(0.1)
+                continue
+            finally:
+                self._announce(None)
+            if answer.status_code >= 500:
+                self.resends += 1
+                time.sleep(0.1)
+                continue
+            if answer.status_code != 200 or answer.json()["payload"]["stored"] != len(hits):
+                self.errors.append(f"batch {batch}: {answer.status_code} {answer.text[:300]}")
+                return
+            self.batches += 1
+            self.acked_by[batch] = url
+            if answer.json()["payload"]["duplicate"]:
+                self.duplicates += answer.json()["payload"]["duplicate"]
+                self.duplicate_batches.append(batch)
+            self.acked.extend((h["user_id_unhashed"], h["session_number"], h["view_number"]) for h in hits)
+            return
+        self.unacked.append(batch)

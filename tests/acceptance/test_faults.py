@@ -42,7 +42,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from processes import Service, answers, count_part_records, service_env, stamp, wait_until
+from processes import Ingester, Service, answers, busy_worker, count_part_records, service_env, stamp, wait_until
 from support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
@@ -255,9 +255,9 @@ def _make_engine(url: str):
 
 def _seed_demo(warehouse: Path, project_id: int, days: int, sessions_per_day: int, now: datetime) -> int:
     from dataexport.warehouse.demo import generate
-    from dataexport.warehouse.store import PageviewStore
+    from dataexport.warehouse.embedded import EmbeddedWarehouse
 
-    with PageviewStore(warehouse) as store:
+    with EmbeddedWarehouse(warehouse) as store:
         return generate(store, project_id, days=days, sessions_per_day=sessions_per_day, seed=SEED, now=now).pageviews
 
 
@@ -265,75 +265,8 @@ def _seed_demo(warehouse: Path, project_id: int, days: int, sessions_per_day: in
 
 BUSY_DEMO_DAYS = 3
 BUSY_SESSIONS_PER_DAY = 700
-HITS_PER_BATCH = 40  # 8 users x 5 views
 BUSY_KILLS_PER_TARGET = 2
 RUNS_TIMEOUT = 120
-
-
-def _batch_hits(batch: int, when: datetime) -> list[dict]:
-    """Hits with natural keys of their own (user fault-B-U, session 1, views 1..5)."""
-    hits = []
-    for i in range(HITS_PER_BATCH):
-        user, view = divmod(i, 5)
-        session_start = when + timedelta(seconds=user)
-        hits.append(
-            {
-                "user_id_unhashed": f"fault-{batch}-{user}",
-                "session_number": 1,
-                "view_number": view + 1,
-                "session_time": stamp(session_start),
-                "view_time": stamp(session_start + timedelta(seconds=9 * view)),
-                "device_id": 1 + i % 3,
-                "url": f"https://shop.example/p/{batch}/{i}",
-                "title": f"Batch {batch}",
-                "country_code": "FR",
-            }
-        )
-    return hits
-
-
-class Ingester(threading.Thread):
-    """A tracker that sends batches back to back and resends one until it is acknowledged (2xx), as a
-    real client would: a resent batch must be stored once."""
-
-    def __init__(self, url: str, ingest_key: str, when: datetime) -> None:
-        super().__init__(daemon=True, name="ingester")
-        self.url, self.key, self.when = url, ingest_key, when
-        self.stopping = threading.Event()
-        self.acked: list[tuple[str, int, int]] = []  # natural keys of every acknowledged hit
-        self.batches = self.resends = self.duplicates = 0
-        self.unacked: list[int] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        with httpx.Client(timeout=10, headers={"X-Ingest-Key": self.key}) as http:
-            batch = 0
-            while not self.stopping.is_set():
-                self._send_until_acked(http, batch, _batch_hits(batch, self.when))
-                batch += 1
-                time.sleep(0.05)
-
-    def _send_until_acked(self, http: httpx.Client, batch: int, hits: list[dict]) -> None:
-        give_up = time.monotonic() + 60
-        while time.monotonic() < give_up:
-            try:
-                answer = http.post(f"{self.url}/ingest/v1/pageviews", json=hits)
-            except httpx.TransportError:  # the API is down, or died while answering: resend
-                self.resends += 1
-                time.sleep(0.1)
-                continue
-            if answer.status_code >= 500:
-                self.resends += 1
-                time.sleep(0.1)
-                continue
-            if answer.status_code != 200 or answer.json()["payload"]["stored"] != len(hits):
-                self.errors.append(f"batch {batch}: {answer.status_code} {answer.text[:300]}")
-                return
-            self.batches += 1
-            self.duplicates += answer.json()["payload"]["duplicate"]
-            self.acked.extend((h["user_id_unhashed"], h["session_number"], h["view_number"]) for h in hits)
-            return
-        self.unacked.append(batch)
 
 
 @pytest.fixture
@@ -372,31 +305,6 @@ def busy_cluster(tmp_path):
         engine.dispose()
 
 
-def _worker_ids(workers: list[Service]) -> dict[str, Service]:
-    """worker_id (from `worker.started` of the current incarnation) -> its service."""
-    return {
-        e["worker_id"]: w for w in workers for e in w.events(current_only=True) if e.get("event") == "worker.started"
-    }
-
-
-def _busy_worker(engine, workers: list[Service], wait: float) -> Service | None:
-    """A worker that holds a run's lease right now, waiting up to `wait` seconds for one."""
-    give_up = time.monotonic() + wait
-    while time.monotonic() < give_up:
-        with engine.connect() as conn:
-            owners = {
-                o
-                for (o,) in conn.execute(
-                    text("SELECT lease_owner FROM job_runs WHERE state = 'RUNNING' AND lease_owner IS NOT NULL")
-                )
-            }
-        holding = [w for wid, w in _worker_ids(workers).items() if wid in owners and w.alive()]
-        if holding:
-            return holding[0]
-        time.sleep(0.05)
-    return None
-
-
 def test_busy_period_with_processes_killed_at_random(busy_cluster):
     started = time.monotonic()
     services, project, client, data_dir, engine, demo_rows = busy_cluster
@@ -430,7 +338,7 @@ def test_busy_period_with_processes_killed_at_random(busy_cluster):
     for target in plan:
         create_jobs(rng.randint(1, 2))
         if target == "worker":  # aim at a worker inside a run: the interesting moment to die
-            victim = _busy_worker(engine, workers, wait=5.0)
+            victim = busy_worker(engine, workers, wait=5.0)
             if victim is not None:
                 mid_run_worker_kills += 1
                 time.sleep(rng.uniform(0.0, 0.4))  # somewhere inside the run: extracting, publishing, recording
@@ -649,7 +557,7 @@ def test_postgres_restarted_while_jobs_run(private_postgres, tmp_path):
                 end = datetime.now(UTC) - (timedelta(seconds=52) if late else timedelta(minutes=2))
                 _create_job(api.url, headers, _once_job(f"pg {restart} {fmt} {scope}", fmt, scope, first_day, end))
                 jobs += 1
-            in_flight += _busy_worker(engine, workers, wait=15) is not None
+            in_flight += busy_worker(engine, workers, wait=15) is not None
             private_postgres.pg_ctl("-m", "fast", "restart")
             restarted = time.monotonic()
             wait_until(
