@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -353,6 +354,46 @@ def test_a_key_sent_again_with_other_rows_is_refused(lake, project):
     assert lake.append(project, []) == StoredBatch("", 0)
 
 
+def test_batches_waiting_during_a_commit_share_the_next_one_each_with_its_own_outcome(lake, project):
+    """Group commit: while one commit waits (here on the write lock, held by a DELETE-like peer), the batches that
+    arrive pile up and go in one lake commit; each caller still gets its own answer."""
+    lake.append(project, views(3, user="first"), batch_key="seed")
+    batches = {f"k{i}": views(4, user=f"g{i}") for i in range(6)}
+    batches["seed"] = views(3, user="first")  # a retry, inside the group: duplicate
+    before = query(lake, "SELECT count(*) FROM ducklake_snapshots('lake')")[0][0]
+    blocker = psycopg.connect(lake.spec.catalog, autocommit=True)
+    blocker.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [lake._lock_key("write")])
+    outcomes: dict[str, object] = {}
+
+    def send(key: str) -> None:
+        try:
+            outcomes[key] = lake.append(project, batches[key], batch_key=key)
+        except Exception as exc:  # the assertion below shows it
+            outcomes[key] = exc
+
+    threads = [threading.Thread(target=send, args=(key,)) for key in batches]
+    threads[0].start()
+    deadline = time.monotonic() + 10
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    while blocker.execute(waiting).fetchone()[0] == 0:  # until the first batch's commit waits for the lock
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for thread in threads[1:]:
+        thread.start()
+    while lake._committer._queue.qsize() < len(threads) - 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    blocker.close()  # releases the lock: the first commit goes, then one commit for all the others
+    for thread in threads:
+        thread.join(10)
+    assert {k: (o.rows, o.duplicate) for k, o in outcomes.items()} == {
+        **{k: (4, False) for k in batches if k != "seed"},
+        "seed": (3, True),
+    }
+    assert query(lake, "SELECT count(*) FROM ducklake_snapshots('lake')")[0][0] - before == 2
+    assert count(lake, project) == 3 + 6 * 4
+
+
 def _prepare_in_worker(stager, project_id: int, table: pa.Table) -> LakeBatch:
     return stager.prepare(project_id, table, batch_key="chunk-1", now=NOW)
 
@@ -505,6 +546,23 @@ def test_delete_before_drops_whole_days_while_other_threads_append(lake, project
     assert lake.days(project) == [DAY]
     assert count(lake, project) == sum(appended) > 20
     assert lake.delete_before(project, DAY) == 0
+
+
+def test_copies_of_a_pageview_are_collapsed_once_their_partition_has_settled(catalog_url, tmp_path):
+    with DuckLakeWarehouse.from_settings(lake_settings(tmp_path, catalog_url)) as warehouse:
+        first = warehouse.append(1, views(30), batch_key="a", now=NOW)
+        warehouse.append(1, views(30), batch_key="b", now=NOW + timedelta(minutes=5))  # the same hits, rekeyed
+        hour = timedelta(hours=1)
+        now = datetime.now(UTC)
+        fresh = warehouse.maintain(now, settled_after=hour)
+        assert fresh.partitions_deduplicated == 0 and count(warehouse, 1) == 60  # still receiving: left alone
+        settled = warehouse.maintain(now + 2 * hour, settled_after=hour)
+        assert settled.partitions_deduplicated == 1 and count(warehouse, 1) == 30
+        kept = query(warehouse, f"SELECT DISTINCT ingested_at FROM {PAGEVIEWS} WHERE project_id = 1")
+        assert kept == [(NOW + timedelta(minutes=5),)]  # the latest copy wins, as in the embedded compaction
+        assert first.rows == 30
+        again = warehouse.maintain(now + 3 * hour, settled_after=hour)
+        assert again.partitions_deduplicated == 0 and count(warehouse, 1) == 30
 
 
 def test_maintenance_merges_files_sorted_and_keeps_every_row(catalog_url, tmp_path):

@@ -577,10 +577,7 @@ def test_maintain_keeps_every_row_and_the_batch_records_in_use(warehouse):
     assert maintain_now(warehouse) is not None and scanned(warehouse, P) == after  # a second run changes nothing
 
 
-def test_maintain_keeps_one_copy_per_natural_key(warehouse, request):
-    if warehouse.name == "ducklake":
-        reason = "DuckLake maintain merges files but does not deduplicate yet (docs/warehouse-interface.md section 3)"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+def test_maintain_keeps_one_copy_per_natural_key(warehouse):
     before = stored_with_duplicates(warehouse)
     maintain_now(warehouse)
     after = scanned(warehouse, P)

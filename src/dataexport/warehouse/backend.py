@@ -52,6 +52,7 @@ class PreparedBatch(Protocol):
 @dataclass
 class MaintenanceReport:
     partitions_compacted: int = 0
+    partitions_deduplicated: int = 0  # partitions that held copies of a pageview, now one each
     batch_records_pruned: int = 0  # idempotency records past any use (log segments, ledger rows)
     snapshots_expired: int = 0
     files_deleted: int = 0

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import duckdb
@@ -39,6 +39,7 @@ from dataexport.warehouse.backend import MaintenanceReport, PreparedBatch, ReadL
 from dataexport.warehouse.batches import (
     IDEMPOTENCY_DAYS,
     MS_PER_DAY,
+    IdempotencyKeyReused,
     StoredBatch,
     as_stored_table,
     batch_id_of,
@@ -48,6 +49,7 @@ from dataexport.warehouse.batches import (
 )
 from dataexport.warehouse.duckdb_extensions import LAKE_EXTENSIONS, connect
 from dataexport.warehouse.duckdb_read import STREAMING_BUFFER
+from dataexport.warehouse.group_commit import GroupCommitter
 from dataexport.warehouse.query import empty_source, quote_ident
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.slices import RowGroup
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
 ALIAS = "lake"  # the lake's name in our DuckDB database
 PAGEVIEWS = f"{ALIAS}.main.pageviews"
 LEDGER = f"{ALIAS}.main.ingest_batches"
+UPKEEP = f"{ALIAS}.main.upkeep"
+NATURAL_KEY = "user_id_unhashed, session_number, view_number"
 # Snapshots, and the files only they still use, are kept this long: longer than any export pinned to one lasts.
 SNAPSHOT_RETENTION = timedelta(days=1)
 # Options of the pageviews table, each (the value set, as ducklake_options() shows it). Inlining off: an inlined
@@ -73,6 +77,9 @@ ROW_BATCH = 64 * 1024  # rows per Arrow batch of a scan
 # nested lists is more than an extraction's limit (DATAEXPORT_DUCKDB_MEMORY_LIMIT) by default. Measured on demo
 # traffic: the need does not grow with the partition, as the merged file is written one row group at a time.
 MERGE_MEMORY = 1_000_000_000
+# Rows one lake commit may hold, summed over the callers' batches it groups (see group_commit.py): large enough
+# that commits stay few under load, small enough that a group's Arrow tables and files stay a few tens of MB.
+MAX_GROUP_ROWS = 100_000
 LOCK_TIMEOUT_MS = 60_000  # no advisory lock is held for long: a wait this long means a stuck peer
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _CONNINFO_KEYWORD = re.compile(r"[a-z_]+")
@@ -270,6 +277,9 @@ class DuckLakeWarehouse:
         self._pg = _PgPool(spec)
         self._cursor_lock = threading.Lock()
         self._db = self._open_database()
+        self._committer: GroupCommitter[tuple[int, LakeBatch], StoredBatch] = GroupCommitter(
+            self._commit_group, max_group_size=MAX_GROUP_ROWS, size_of=lambda item: item[1].rows, name="lake-commit"
+        )
         try:
             self._limits = _SharedLimits(self._cursor, spec.memory_limit)
             with self._pg.connection() as pg, _advisory_lock(pg, self._lock_key("bootstrap")):
@@ -295,6 +305,9 @@ class DuckLakeWarehouse:
         self.close()
 
     def close(self) -> None:
+        committer = getattr(self, "_committer", None)
+        if committer is not None:
+            committer.close()  # what was submitted is committed first
         db = getattr(self, "_db", None)
         if db is not None:
             with self._cursor_lock:
@@ -368,6 +381,11 @@ class DuckLakeWarehouse:
                 )
                 cur.execute(f"ALTER TABLE {LEDGER} SET PARTITIONED BY (project_id, day)")
                 cur.commit()
+            if "upkeep" not in tables:
+                # One row per kind of upkeep that remembers where it got to (the dedupe pass's snapshot).
+                cur.begin()
+                cur.execute(f"CREATE TABLE {UPKEEP} (name VARCHAR, snapshot_id BIGINT)")
+                cur.commit()
             # Table options cannot be set in the transaction that creates the table: set (again) any that differ.
             current = dict(
                 cur.execute(
@@ -438,45 +456,77 @@ class DuckLakeWarehouse:
         projects = batch.table.column("project_id").unique().to_pylist()
         if projects != [project_id]:
             raise ValueError(f"the batch was prepared for project {projects}, not {project_id}")
-        table, days = _with_session_day(batch.table)
-        with (
-            self._pg.connection() as pg,
-            _advisory_lock(pg, self._lock_key("batch", project_id, batch.batch_id)),
+        return self._committer.submit((project_id, batch))
+
+    def _commit_group(self, group: Sequence[tuple[int, LakeBatch]]) -> list[StoredBatch | BaseException]:
+        """The batches of several callers in one lake commit: one ledger lookup, one INSERT of their rows, one of
+        their ledger rows. Each batch's outcome is its own (stored, duplicate, or a key reused with other rows);
+        a failure of the commit itself fails them all."""
+        # Sorted, so that two replicas committing overlapping groups take the batch locks in the same order.
+        keys = sorted({self._lock_key("batch", project_id, batch.batch_id) for project_id, batch in group})
+        with self._pg.connection() as pg, pg.transaction(), self._cursor() as cur:
+            for key in keys:  # held until the PostgreSQL transaction ends, after the lake commit
+                pg.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
             # The shared write lock, for the whole transaction: an insert also fails to commit when a DELETE
             # committed after the insert's transaction began.
-            pg.transaction(),
-            self._cursor() as cur,
-        ):
             pg.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))", [self._lock_key("write")])
-            cur.begin()  # after the batch lock: the lookup sees every commit of this batch id made before it
-            if is_retry(self._committed_fingerprint(cur, project_id, batch.batch_id), batch.fingerprint):
+            cur.begin()  # after the batch locks: the lookup sees every commit of these batch ids made before
+            known = self._committed_fingerprints(cur, {(project_id, batch.batch_id) for project_id, batch in group})
+            outcomes: list[StoredBatch | BaseException] = []
+            new: list[tuple[int, LakeBatch, pa.Table]] = []
+            for project_id, batch in group:
+                try:
+                    if is_retry(known.get((project_id, batch.batch_id)), batch.fingerprint):
+                        outcomes.append(StoredBatch(batch.batch_id, batch.rows, duplicate=True))
+                        continue
+                except IdempotencyKeyReused as exc:
+                    outcomes.append(exc)
+                    continue
+                known[(project_id, batch.batch_id)] = batch.fingerprint  # the same batch twice in one group
+                table, days = _with_session_day(batch.table)
+                new.append((project_id, batch, table))
+                outcomes.append(StoredBatch(batch.batch_id, batch.rows, partitions=days))
+            if new:
+                self._write(cur, new)
+                cur.commit()
+            else:
                 cur.rollback()
-                return StoredBatch(batch.batch_id, batch.rows, duplicate=True)
-            self._write(cur, project_id, batch, table)
-            cur.commit()
-        return StoredBatch(batch.batch_id, batch.rows, partitions=days)
+        return outcomes
 
     @staticmethod
-    def _write(cur: duckdb.DuckDBPyConnection, project_id: int, batch: LakeBatch, table: pa.Table) -> None:
-        """The batch's rows (a file per session day, written now) and its ledger row, in the open transaction."""
-        cur.register("lake_batch", table)
-        cur.execute(f"INSERT INTO {PAGEVIEWS} BY NAME SELECT * FROM lake_batch")
-        cur.execute(
-            f"INSERT INTO {LEDGER} VALUES (?, ?, ?, ?, now())",
-            [project_id, _utc_today(), batch.batch_id, batch.fingerprint],
+    def _write(cur: duckdb.DuckDBPyConnection, batches: list[tuple[int, LakeBatch, pa.Table]]) -> None:
+        """The batches' rows (a file per session day, written now) and their ledger rows, in the open transaction."""
+        rows = pa.concat_tables([table for _, _, table in batches]) if len(batches) > 1 else batches[0][2]
+        ledger = pa.table(
+            {
+                "project_id": pa.array([project_id for project_id, _, _ in batches], pa.int32()),
+                "day": pa.array([_utc_today()] * len(batches), pa.date32()),
+                "batch_id": [batch.batch_id for _, batch, _ in batches],
+                "fingerprint": [batch.fingerprint for _, batch, _ in batches],
+            }
         )
+        cur.register("lake_batch", rows)
+        cur.register("lake_ledger", ledger)
+        cur.execute(f"INSERT INTO {PAGEVIEWS} BY NAME SELECT * FROM lake_batch")
+        cur.execute(f"INSERT INTO {LEDGER} SELECT project_id, day, batch_id, fingerprint, now() FROM lake_ledger")
 
     @staticmethod
-    def _committed_fingerprint(cur: duckdb.DuckDBPyConnection, project_id: int, batch_id: str) -> str | None:
-        """The fingerprint the batch id was committed with in the last IDEMPOTENCY_DAYS UTC days, or None."""
+    def _committed_fingerprints(
+        cur: duckdb.DuckDBPyConnection, wanted: set[tuple[int, str]]
+    ) -> dict[tuple[int, str], str]:
+        """The fingerprints ("" for unkeyed batches) of the wanted (project, batch id) pairs committed in the last
+        IDEMPOTENCY_DAYS UTC days."""
         today = _utc_today()
         days = [today - timedelta(days=d) for d in range(IDEMPOTENCY_DAYS)]
+        projects = sorted({project_id for project_id, _ in wanted})
+        ids = sorted({batch_id for _, batch_id in wanted})
         found = cur.execute(
-            f"SELECT fingerprint FROM {LEDGER} WHERE project_id = ? AND day IN ({', '.join('?' for _ in days)}) "
-            "AND batch_id = ? LIMIT 1",
-            [project_id, *days, batch_id],
-        ).fetchone()
-        return None if found is None else found[0] or ""
+            f"SELECT project_id, batch_id, fingerprint FROM {LEDGER} "
+            f"WHERE project_id IN ({', '.join('?' for _ in projects)}) AND day IN ({', '.join('?' for _ in days)}) "
+            f"AND batch_id IN ({', '.join('?' for _ in ids)})",
+            [*projects, *days, *ids],
+        ).fetchall()
+        return {(p, b): f or "" for p, b, f in found if (p, b) in wanted}
 
     # -- read side --------------------------------------------------------------------------------------------
 
@@ -485,7 +535,7 @@ class DuckLakeWarehouse:
         with self._limits.claimed(limits.memory_limit, limits.threads), self._cursor() as cur:
             cur.execute("SET preserve_insertion_order = false")
             cur.execute(f"SET streaming_buffer_size = '{STREAMING_BUFFER}'")
-            (snapshot,) = cur.execute("SELECT id FROM ducklake_current_snapshot(?)", [ALIAS]).fetchone()
+            snapshot = _scalar(cur, "SELECT id FROM ducklake_current_snapshot(?)", [ALIAS])
             days: list[date] = []
             if end > start:
                 first, last = start.astimezone(UTC).date(), (end.astimezone(UTC) - timedelta(microseconds=1)).date()
@@ -524,29 +574,31 @@ class DuckLakeWarehouse:
             self._cursor() as cur,
         ):
             cur.begin()
-            (days,) = cur.execute(
+            days = _scalar(
+                cur,
                 f"SELECT count(DISTINCT session_day) FROM {PAGEVIEWS} WHERE project_id = ? AND session_day < ?",
                 [project_id, day],
-            ).fetchone()
+            )
             if days:  # whole partitions: their files end, no delete file is written
                 cur.execute(f"DELETE FROM {PAGEVIEWS} WHERE project_id = ? AND session_day < ?", [project_id, day])
             cur.commit()
         return int(days)
 
     def maintain(self, now: datetime, *, settled_after: timedelta) -> MaintenanceReport:
-        """Merge small files (sorted by user_id), flush stray inlined rows, prune the ledger, expire old snapshots
-        and delete the files nothing uses any more. `settled_after` is not used: DuckLake's merge takes no
-        partition filter, and a merge committing alongside inserts is safe. Merging keeps every row: copies of a
-        natural key (a retry after the ledger's window, the same hits under another key) stay until a dedupe
-        pass exists."""
+        """Collapse copies of a pageview in settled partitions, merge small files (sorted by user_id), flush stray
+        inlined rows, prune the ledger, expire old snapshots and delete the files nothing uses any more. Merging
+        takes no partition filter in DuckLake (and a merge committing alongside inserts is safe), so
+        `settled_after` only delays the dedupe pass, as it delays compaction in the embedded backend."""
         report = MaintenanceReport()
         with self._pg.connection() as pg:
             key = self._lock_key("maintenance")
-            (mine,) = pg.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()
+            tried = pg.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [key]).fetchone()
+            mine = tried is not None and tried[0]
             if not mine:
                 return report  # another scheduler is at it
             try:
                 cutoff = now - SNAPSHOT_RETENTION
+                report.partitions_deduplicated = self._dedupe(pg, now - settled_after)
                 # Shared write lock: a merge commits alongside inserts, but would make a DELETE fail as they do.
                 with (
                     _advisory_lock(pg, self._lock_key("write"), shared=True),
@@ -570,12 +622,67 @@ class DuckLakeWarehouse:
                 pg.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [key])
         return report
 
+    def _dedupe(self, pg: psycopg.Connection, settled_before: datetime) -> int:
+        """Keep one copy (the latest ingested) of each pageview in the partitions that received files since the
+        last pass and have received none since `settled_before`; how many partitions held copies. Copies come
+        from a retry after the ledger's window or the same hits sent under another key: rare, so a partition is
+        first counted (a scan of the key columns) and rewritten only when it holds some."""
+        with self._cursor() as cur:
+            current = _scalar(cur, "SELECT id FROM ducklake_current_snapshot(?)", [ALIAS])
+            found = cur.execute(f"SELECT snapshot_id FROM {UPKEEP} WHERE name = 'dedupe'").fetchone()
+            mark = -1 if found is None else int(found[0])
+            changed = cur.execute(
+                f"SELECT p0.partition_value, p1.partition_value, max(s.snapshot_time), min(df.begin_snapshot) "
+                f"FROM {self._meta}.ducklake_data_file df "
+                f"JOIN {self._meta}.ducklake_file_partition_value p0 "
+                "ON p0.data_file_id = df.data_file_id AND p0.partition_key_index = 0 "
+                f"JOIN {self._meta}.ducklake_file_partition_value p1 "
+                "ON p1.data_file_id = df.data_file_id AND p1.partition_key_index = 1 "
+                f"JOIN {self._meta}.ducklake_snapshot s ON s.snapshot_id = df.begin_snapshot "
+                "WHERE df.table_id = ? AND df.end_snapshot IS NULL AND df.begin_snapshot > ? "
+                "AND df.begin_snapshot <= ? GROUP BY 1, 2",
+                [self._table_id, mark, current],
+            ).fetchall()
+        next_mark, deduplicated = current, 0
+        for project, day, newest, first_new in changed:
+            if newest > settled_before:  # still receiving: looked at again once it has settled
+                next_mark = min(next_mark, int(first_new) - 1)
+                continue
+            deduplicated += self._dedupe_partition(pg, int(project), date.fromisoformat(day))
+        if next_mark != mark:
+            with self._cursor() as cur:  # only this pass writes the table, under the maintenance lock
+                cur.begin()
+                cur.execute(f"DELETE FROM {UPKEEP} WHERE name = 'dedupe'")
+                cur.execute(f"INSERT INTO {UPKEEP} VALUES ('dedupe', ?)", [next_mark])
+                cur.commit()
+        return deduplicated
+
+    def _dedupe_partition(self, pg: psycopg.Connection, project_id: int, day: date) -> int:
+        where = "project_id = ? AND session_day = ?"
+        with self._cursor() as cur:
+            copies = _scalar(
+                cur,
+                f"SELECT count(*) - count(DISTINCT ({NATURAL_KEY})) FROM {PAGEVIEWS} WHERE {where}",
+                [project_id, day],
+            )
+        if not copies:
+            return 0
+        with _advisory_lock(pg, self._lock_key("write")), self._cursor() as cur:  # a DELETE: exclusive
+            cur.begin()
+            cur.execute(
+                f"DELETE FROM {PAGEVIEWS} WHERE {where} AND rowid IN (SELECT rowid FROM {PAGEVIEWS} WHERE {where} "
+                f"QUALIFY row_number() OVER (PARTITION BY {NATURAL_KEY} ORDER BY ingested_at DESC, rowid DESC) > 1)",
+                [project_id, day, project_id, day],
+            )
+            cur.commit()
+        return 1
+
     def _prune_ledger(self, pg: psycopg.Connection, now: datetime) -> int:
         """Delete the ledger rows no lookup reads any more (committed before the last IDEMPOTENCY_DAYS UTC days)."""
         first_kept = now.astimezone(UTC).date() - timedelta(days=IDEMPOTENCY_DAYS - 1)
         with _advisory_lock(pg, self._lock_key("write")), self._cursor() as cur:
             cur.begin()
-            (old,) = cur.execute(f"SELECT count(*) FROM {LEDGER} WHERE day < ?", [first_kept]).fetchone()
+            old = _scalar(cur, f"SELECT count(*) FROM {LEDGER} WHERE day < ?", [first_kept])
             if old:
                 cur.execute(f"DELETE FROM {LEDGER} WHERE day < ?", [first_kept])
             cur.commit()
@@ -638,6 +745,14 @@ class LakeSource:
         ).fetchall()
         groups = [RowGroup(_int_or_none(low), _int_or_none(high), int(n)) for low, high, n in rows]
         return tuple(sorted(groups, key=lambda g: (g.min_user_id is None, g.min_user_id or 0)))
+
+
+def _scalar(cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
+    """The one value of a query that always answers one row (an aggregate, a setting, the current snapshot)."""
+    row = cur.execute(sql, list(params)).fetchone()
+    if row is None:
+        raise LakeUnavailable(f"The lake answered no row to a query that always has one: {sql[:80]}")
+    return row[0]
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -757,7 +872,7 @@ class _SharedLimits:
         self._cursor = cursor
         self._base_memory = base_memory
         with cursor() as cur:
-            self._default_threads = int(cur.execute("SELECT current_setting('threads')").fetchone()[0])
+            self._default_threads = int(_scalar(cur, "SELECT current_setting('threads')"))
         self._claims: list[tuple[int, int | None]] = []  # (bytes, threads or None)
         self._lock = threading.Lock()
 
