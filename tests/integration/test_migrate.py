@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from contextlib import closing
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pytest
 
+from dataexport.config import Settings
+from dataexport.warehouse.backend import open_warehouse
 from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.migrate import migrate_project
+from processes import cli_json, service_env
+from support import create_pg_database, drop_pg_database, postgres_available
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -45,3 +52,53 @@ def test_rows_of_another_project_are_refused(source, tmp_path):
     with EmbeddedWarehouse(tmp_path / "target") as target, pytest.raises(ValueError, match="project"):
         target.restore(4, table, batch_key="k")
     assert target.days(4) == []
+
+
+@pytest.fixture
+def catalog_url():
+    if not postgres_available():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    url = create_pg_database()
+    yield url
+    drop_pg_database(url)
+
+
+def test_the_cli_moves_a_project_into_ducklake_once(tmp_path, catalog_url):
+    env = service_env(
+        {
+            "DATAEXPORT_DATA_DIR": str(tmp_path / "data"),
+            "DATAEXPORT_WAREHOUSE": "ducklake",
+            "DATAEXPORT_LAKE_CATALOG_URL": catalog_url,
+            "DATAEXPORT_LAKE_DATA_PATH": str(tmp_path / "lake"),
+        }
+    )
+    project = cli_json(env, "projects", "create", "--name", "Moving")["project_id"]
+    with EmbeddedWarehouse(tmp_path / "old") as source:
+        generate(source, project, days=2, sessions_per_day=40, seed=8, now=NOW)
+        expected = rows_of(source, project)
+    args = ("warehouse", "migrate", "--project", str(project), "--from-dir", str(tmp_path / "old"))
+    first = cli_json(env, *args)
+    assert first["rows_read"] == first["rows_stored"] == len(expected) > 0 and len(first["days"]) == 2
+    again = cli_json(env, *args)
+    assert again["rows_read"] == len(expected) and again["rows_stored"] == 0
+    settings = Settings(
+        data_dir=tmp_path / "check",
+        warehouse="ducklake",
+        lake_catalog_url=catalog_url,
+        lake_data_path=str(tmp_path / "lake"),
+    )
+    with closing(open_warehouse(settings)) as lake:
+        assert rows_of(lake, project) == expected
+
+
+def test_the_cli_needs_a_lake_to_migrate_into(tmp_path):
+    env = service_env({"DATAEXPORT_DATA_DIR": str(tmp_path / "data")})
+    project = cli_json(env, "projects", "create", "--name", "Staying")["project_id"]
+    done = subprocess.run(
+        [sys.executable, "-m", "dataexport.cli", "warehouse", "migrate", "--project", str(project)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "DATAEXPORT_WAREHOUSE" in done.stdout, done.stdout + done.stderr
