@@ -168,6 +168,13 @@ class AppContext:
     tokens: TokenVerifier = field(init=False)  # verifies bearer tokens with jwt_key, remembering good ones
     token_guard: TokenGuard = field(init=False)  # failure throttle, verified secrets, revoked clients
 
+    @property
+    def pageviews(self) -> Warehouse:
+        """The warehouse, which every served context has (build_context opens it)."""
+        if self.warehouse is None:
+            raise RuntimeError("this AppContext was built without a warehouse")
+        return self.warehouse
+
     def __post_init__(self) -> None:
         self.tokens = TokenVerifier(self.jwt_key)
         self.token_guard = TokenGuard(self.settings, self.jwt_key)

@@ -18,8 +18,11 @@ See docs/warehouse-interface.md, section 3.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
@@ -312,13 +315,19 @@ class DuckLakeWarehouse:
         if db is not None:
             with self._cursor_lock:
                 db.close()
+        spill = getattr(self, "_spill", None)
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
         self._pg.close()
 
     # -- opening ----------------------------------------------------------------------------------------------
 
     def _open_database(self) -> duckdb.DuckDBPyConnection:
-        Path(self._spec.spill_dir).mkdir(parents=True, exist_ok=True)
-        config = {"memory_limit": f"{self._spec.memory_limit}B", "temp_directory": self._spec.spill_dir}
+        # A directory of this opening's own: DuckDB names its temp files alike in every database, and removes the
+        # directory it was given when it closes, so processes (serve --processes N, a worker beside) must not share.
+        self._spill = Path(self._spec.spill_dir) / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._spill.mkdir(parents=True, exist_ok=True)
+        config = {"memory_limit": f"{self._spec.memory_limit}B", "temp_directory": str(self._spill)}
         return connect(config=config, extensions=LAKE_EXTENSIONS)
 
     def _attach(self) -> None:

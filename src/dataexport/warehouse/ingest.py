@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 
 from dataexport.errors import FieldError, ValidationFailed
-from dataexport.warehouse.backend import Warehouse
+from dataexport.warehouse.backend import PreparedBatch, Warehouse
 from dataexport.warehouse.hits import NOT_JSON, HitBatch, HitError
 from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, session_days, validate_to_table
 from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
@@ -104,6 +104,15 @@ def _too_many_days(days: int, limit: int) -> ValidationFailed:
     )
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    """One request's hits after validation: the batch prepared for its commit, and what was refused (with why)."""
+
+    batch: PreparedBatch
+    rejected: int
+    errors: list[HitError]
+
+
 def ingest(
     warehouse: Warehouse,
     project_id: int,
@@ -115,9 +124,34 @@ def ingest(
     window: HitWindow | None = None,
     max_session_days: int | None = None,
 ) -> IngestResult:
-    """Validate and store one request's hits: a JSON array (or {"hits": [...]}), or JSON Lines when `ndjson`. A
-    retried request (same hits or same key) is stored once; a key sent again with other hits raises
-    IdempotencyKeyReused.
+    """Validate and store one request's hits: `check_request`, then `store_request`."""
+    checked = check_request(
+        warehouse,
+        project_id,
+        body,
+        ndjson=ndjson,
+        idempotency_key=idempotency_key,
+        now=now,
+        window=window,
+        max_session_days=max_session_days,
+    )
+    return store_request(warehouse, project_id, checked)
+
+
+def check_request(
+    warehouse: Warehouse,
+    project_id: int,
+    body: bytes,
+    *,
+    ndjson: bool = False,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    window: HitWindow | None = None,
+    max_session_days: int | None = None,
+) -> CheckedRequest:
+    """The CPU-bound half of an ingest: validate one request's hits (a JSON array, or {"hits": [...]}, or JSON
+    Lines when `ndjson`) and prepare them with the warehouse's stager (the embedded one writes the batch's files;
+    the lake's computes its id and fingerprint).
 
     `window` bounds the hits' times (default: no later than `now` plus the default clock skew, no lower bound);
     `max_session_days` the distinct session days of the batch (default: no bound).
@@ -133,11 +167,19 @@ def ingest(
         days = session_days(table)
         if days > max_session_days:
             raise _too_many_days(days, max_session_days)
-    stored = warehouse.append(project_id, table, batch_key=idempotency_key, now=now)
+    batch = warehouse.stager().prepare(project_id, table, batch_key=idempotency_key, now=now)
+    return CheckedRequest(batch, rejections.rejected + refused_count, errors)
+
+
+def store_request(warehouse: Warehouse, project_id: int, checked: CheckedRequest) -> IngestResult:
+    """The commit of a checked request, which mostly waits (for fsyncs, for a lake commit shared by the batches
+    waiting for it). A retried request (same hits or same key) is stored once; a key sent again with other hits
+    raises IdempotencyKeyReused."""
+    stored = warehouse.commit(project_id, checked.batch)
     return IngestResult(
         batch_id=stored.batch_id,
         stored=stored.rows,
-        rejected=rejections.rejected + refused_count,
+        rejected=checked.rejected,
         duplicate=stored.duplicate,
-        errors=errors[:MAX_ERRORS_REPORTED],
+        errors=checked.errors[:MAX_ERRORS_REPORTED],
     )

@@ -56,7 +56,7 @@ async def custom_vars(
         # complete.
         now = caller.ctx.clock()
         window = (now - CUSTOM_VARS_LOOKBACK, now)
-        return ok(variables.list_custom_vars(caller.ctx.warehouse, caller.project_id, *window, _limits(caller)))
+        return ok(variables.list_custom_vars(caller.ctx.pageviews, caller.project_id, *window, _limits(caller)))
 
     return await run_in_threadpool(work)
 
@@ -79,7 +79,7 @@ async def dynamic_var_keys(
         raise validation_error("to", "must be at most 31 days after from")
 
     def work() -> dict:
-        keys = variables.list_dynamic_var_keys(caller.ctx.warehouse, caller.project_id, start, end, _limits(caller))
+        keys = variables.list_dynamic_var_keys(caller.ctx.pageviews, caller.project_id, start, end, _limits(caller))
         return ok(keys)
 
     return await run_in_threadpool(work)
