@@ -1,10 +1,11 @@
 """Export throughput: real job runs (worker subprocess) over a matrix, against DuckDB COPY and Polars sink_csv.
 
     PYTHONPATH=src .venv/bin/python bench/export.py --rows 1000000[,10000000,...] [--scope sessions|views|both]
-        [--fields bench|all|both] [--format csv|jsonl|both] [--data-dir DIR] [--gen-procs 2] [--skip-polars]
-        [--skip-engine-sql]
+        [--fields bench|all|both] [--format csv|jsonl|both] [--warehouse embedded|ducklake|both] [--data-dir DIR]
+        [--gen-procs 2] [--skip-polars] [--skip-engine-sql]
 
-Defaults: --scope views --fields bench --format both, the benchmark as it was before the matrix.
+Defaults: --scope views --fields bench --format both --warehouse embedded, the benchmark as it was before the
+matrix.
 
 What it does, for each size of --rows:
 1. Generates about N pageviews with the demo generator over 7 whole UTC days (a once job's range is at most
@@ -14,16 +15,28 @@ What it does, for each size of --rows:
    day, rows session by session). Generation and compaction times are printed, not counted. With --data-dir,
    the data of size N lives in DIR/rows-N and is reused by later runs (bench-data.json records what was
    generated and that it was compacted); without it, a temporary directory is used and removed.
+   With --warehouse ducklake or both, the same data is also put in a DuckLake lake (bench/lake.py): catalog in a
+   PostgreSQL database on 127.0.0.1:5432, Parquet files on a SeaweedFS S3 server started for the size (data
+   path s3://bench/lake/). It is copied from the embedded warehouse by `migrate.migrate_project`, then the
+   lake's `maintain` merges its files (sorted by user_id, as compaction leaves the embedded ones) and deletes
+   the replaced ones; copy and maintenance times are printed, not counted. With --data-dir the lake is kept
+   too: SeaweedFS's data in DIR/rows-N/seaweedfs, the catalog in a database named after that directory, and
+   bench-data.json records the copy (reused when the lake still holds its rows, else made again).
 2. Runs every cell of scope x fields x format as a once job (device all) created through
    `engine.lifecycle.create_job` and executed by `dataexport worker --once` in its own process (one attempt:
    a failure ends the run FAILURE at once, and the cell is reported FAILED with the run's error), publishing to
-   local storage. Its time is the run's own (claim -> SUCCESS, started_at..ended_at in the metadata DB); the
-   process's wall time (interpreter start, migrations) is printed beside it. The run's files are measured
-   (uncompressed bytes) and then deleted, so a large matrix does not fill the disk.
+   local storage, on each warehouse of --warehouse (with both: the embedded run, then the DuckLake run of the
+   same cell; the DuckLake worker gets DATAEXPORT_WAREHOUSE=ducklake, the lake's DATAEXPORT_LAKE_* and the
+   DATAEXPORT_S3_* endpoint and credentials). Its time is the run's own (claim -> SUCCESS, started_at..ended_at
+   in the metadata DB); the process's wall time (interpreter start, migrations) is printed beside it. A DuckLake
+   run's time includes opening the lake (extensions, ATTACH), which its worker does for that run: the time of
+   one open is printed once per size. The run's files are measured (uncompressed bytes) and then deleted, so a
+   large matrix does not fill the disk.
    Field sets: `bench` = 8 fields (views: FIELDS; sessions: SESSION_FIELDS, an equivalent);
    `all` = every catalog field of the scope, custom_var at CUSTOM_VAR_POSITIONS, dynamic_var of
    DYNAMIC_VAR_KEYS (values the demo generator writes) and an alias (ALIASES).
-3. References, each in its own process, timed around the export call only, without a DuckDB memory limit:
+3. References, each in its own process, timed around the export call only, without a DuckDB memory limit,
+   over the embedded warehouse's Parquet files (whichever --warehouse):
    - views x bench (as before the matrix): DuckDB `COPY (q) TO 'x.csv.gz' (COMPRESSION gzip)` and
      `COPY (q) TO 'x.csv'`, where q is the SELECT of the same 8 columns over read_parquet of the same files with
      the window's filter (no ORDER BY, raw types), and Polars
@@ -34,10 +47,11 @@ What it does, for each size of --rows:
      as DuckDB prints them);
    - for information: DuckDB COPY of the engine's SQL (sorted, ISO timestamps), plain (and gzip for views x
      bench); --skip-engine-sql leaves them out.
-4. Prints, per (size, scope, fields), every step and the ratios with their goals: reference seconds / CSV run
-   seconds (views x bench: GOALS; otherwise plain COPY >= PLAIN_GOAL), JSONL run / CSV run seconds
-   (<= JSONL_GOAL), peak RSS (< MEMORY_GOAL_MB); then, with several sizes, a linearity table (seconds and
-   rows/s of each cell per size), and a summary with one line per (size, scope, fields, format).
+4. Prints, per (size, scope, fields), every step and, per warehouse, the ratios with their goals: reference
+   seconds / CSV run seconds (views x bench: GOALS; otherwise plain COPY >= PLAIN_GOAL), JSONL run / CSV run
+   seconds (<= JSONL_GOAL), with both warehouses DuckLake run / embedded run seconds of the same cell
+   (<= LAKE_GOAL), peak RSS (< MEMORY_GOAL_MB); then, with several sizes, a linearity table (seconds and rows/s
+   of each cell per size), and a summary with one line per (size, scope, fields, format, warehouse).
 Peak RSS of every step is its own process's (os.wait4 rusage; they are spawned by a small helper forked at start,
 so the memory this process grows to does not count in theirs). MB/s = uncompressed output bytes / s.
 """
@@ -45,6 +59,7 @@ so the memory this process grows to does not count in theirs). MB/s = uncompress
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -99,6 +114,8 @@ GOALS = {"duckdb-gzip": 5.0, "polars-gzip": 2.0, "duckdb-plain": 0.7}  # views x
 PLAIN_GOAL = 1.0  # every other cell: hand-written plain COPY seconds / CSV run seconds
 JSONL_GOAL = 1.2  # JSONL run seconds / CSV run seconds, at most
 MEMORY_GOAL_MB = 500
+LAKE_GOAL = 1.5  # DuckLake run seconds / embedded run seconds, at most (issue 12)
+WAREHOUSES = ("embedded", "ducklake")
 
 
 @dataclass
@@ -132,7 +149,8 @@ class Step:
 
 @dataclass
 class Data:
-    """One size's prepared data: metadata DB with the bench project, and the window's Parquet files."""
+    """One size's prepared data: metadata DB with the bench project, and the window's Parquet files (embedded);
+    `lake_env` is what points a process at the lake copy of the same data, when there is one."""
 
     rows_wanted: int
     data_dir: Path
@@ -141,19 +159,27 @@ class Data:
     timezone: str
     window: tuple[datetime, datetime]
     files: list[str]
+    lake_env: dict[str, str] = field(default_factory=dict)
+    lake_open_seconds: float = math.nan  # one open of the lake, which each DuckLake run's time includes
 
 
 @dataclass
 class Group:
-    """The steps of one (size, scope, fields): its job runs (one a format) and their references."""
+    """The steps of one (size, scope, fields): its job runs (one a format and warehouse) and their references."""
 
     rows_wanted: int
     scope: str
     fieldset: str
+    warehouses: list[str]
+    lake_open_seconds: float = math.nan  # of the lake's data (Data.lake_open_seconds)
     steps: dict[str, Step] = field(default_factory=dict)
 
-    def job(self, fmt: str) -> Step | None:
-        return self.steps.get(f"job run {fmt}")
+    def job(self, fmt: str, warehouse: str) -> Step | None:
+        return self.steps.get(run_name(warehouse, fmt))
+
+
+def run_name(warehouse: str, fmt: str) -> str:
+    return f"{warehouse} run {fmt}"
 
 
 @dataclass
@@ -230,10 +256,10 @@ def child_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def worker_env(data_dir: Path) -> dict[str, str]:
+def worker_env(data_dir: Path, warehouse_env: dict[str, str]) -> dict[str, str]:
     # One attempt: a failed run ends FAILURE inside this `worker --once` instead of waiting as RUNNABLE for a
     # retry that the next cell's worker would pick up (and time as its own).
-    return {**child_env(data_dir), "DATAEXPORT_MAX_ATTEMPTS": "1"}
+    return {**child_env(data_dir), **warehouse_env, "DATAEXPORT_MAX_ATTEMPTS": "1"}
 
 
 # ---------------------------------------------------------------- data
@@ -327,6 +353,53 @@ def prepare(data_dir: Path, rows: int, procs: int, seed: int) -> Data:
     return Data(rows, data_dir, saved["project_id"], saved["actor_id"], timezone, window, files)
 
 
+def prepare_lake(data: Data, lake) -> None:
+    """The same data in the lake (bench/lake.py): copied from the embedded warehouse and maintained, or reused
+    when bench-data.json records a copy of this data and the lake still holds its rows."""
+    from lake import copy_into_lake, empty_lake, lake_rows, timed_open
+
+    from dataexport.config import Settings
+
+    marker = data.data_dir / "bench-data.json"
+    saved = json.loads(marker.read_text())
+    recorded = saved.get("lake")
+    held = _rows_held(lake, data) if recorded else None
+    if recorded and held == recorded["rows"]:
+        print(f"reusing the lake copy in {recorded['database']}: {held:,} pageviews")
+    else:
+        if recorded:
+            print(f"the lake copy bench-data.json records is gone or differs ({held} rows held): copying again")
+        empty_lake(lake)  # whatever an interrupted copy, or a copy of older data, left there
+        warehouse_dir = Settings(data_dir=data.data_dir, jwt_secret=JWT_SECRET).resolved_warehouse_dir
+        copy = copy_into_lake(warehouse_dir, lake, data.data_dir, data.project_id)
+        saved["lake"] = {
+            "database": lake.catalog_url.rsplit("/", 1)[1],
+            "seaweedfs": str(data.data_dir / "seaweedfs"),
+            "rows": copy.rows,
+            "migrate_seconds": copy.migrate_seconds,
+            "maintain_seconds": copy.maintain_seconds,
+        }
+        marker.write_text(json.dumps(saved))
+        if (held := lake_rows(lake, data.data_dir, data.project_id, *data.window)) != copy.rows:
+            raise SystemExit(f"the lake holds {held:,} pageviews of the window after copying {copy.rows:,}")
+    data.lake_env = lake.env()
+    data.lake_open_seconds = timed_open(lake, data.data_dir)
+    print(
+        f"opening the lake takes {data.lake_open_seconds:.2f} s: part of each DuckLake run's time (its "
+        "`worker --once` opens the lake for that run; a long-lived worker opens it once)"
+    )
+
+
+def _rows_held(lake, data: Data) -> int | None:
+    from lake import lake_rows
+
+    try:
+        return lake_rows(lake, data.data_dir, data.project_id, *data.window)
+    except Exception as exc:  # files gone from under the catalog, say: the copy is made again
+        print(f"the lake cannot be read ({type(exc).__name__}: {str(exc)[:200]})")
+        return None
+
+
 def window_of(days: list[date]) -> tuple[datetime, datetime]:
     first = datetime(days[0].year, days[0].month, days[0].day, tzinfo=UTC)
     return first, first + timedelta(days=DAYS)
@@ -357,7 +430,8 @@ def field_specs(scope: str, fieldset: str) -> list:
 # ---------------------------------------------------------------- the job runs
 
 
-def job_run(data: Data, scope: str, fieldset: str, fmt: str) -> Step:
+def job_run(data: Data, scope: str, fieldset: str, fmt: str, warehouse: str) -> Step:
+    """One cell run as a once job by a `worker --once` on `warehouse` (the embedded data or its lake copy)."""
     from dataexport.config import Settings
     from dataexport.metadata.db import make_engine, make_sessionmaker
 
@@ -368,8 +442,8 @@ def job_run(data: Data, scope: str, fieldset: str, fmt: str) -> Step:
         _retire_unfinished_jobs(sessions, data)
         job_id = _create_job(sessions, settings, data, scope, fieldset, fmt)
         cmd = [str(ROOT / ".venv/bin/python"), "-m", "dataexport.cli", "worker", "--once"]
-        proc = run_measured(cmd, worker_env(data.data_dir))
-        return _job_outcome(sessions, settings, data, job_id, fmt, proc)
+        proc = run_measured(cmd, worker_env(data.data_dir, data.lake_env if warehouse == "ducklake" else {}))
+        return _job_outcome(sessions, settings, data, job_id, run_name(warehouse, fmt), proc)
     finally:
         engine.dispose()
 
@@ -418,12 +492,11 @@ def _create_job(sessions, settings, data: Data, scope: str, fieldset: str, fmt: 
         return job.id
 
 
-def _job_outcome(sessions, settings, data: Data, job_id: int, fmt: str, proc: Proc) -> Step:
+def _job_outcome(sessions, settings, data: Data, job_id: int, name: str, proc: Proc) -> Step:
     from dataexport.engine.lifecycle import delete_job
     from dataexport.metadata.db import transaction
     from dataexport.metadata.models import JobRun, RunFile
 
-    name = f"job run {fmt}"
     outcome = last_json_line(proc.stdout) if proc.code == 0 else None
     with transaction(sessions) as session:
         run = session.query(JobRun).filter_by(job_id=job_id).one()
@@ -828,10 +901,11 @@ def goals_for(scope: str, fieldset: str) -> dict[str, float]:
 
 
 def run_group(data: Data, scope: str, fieldset: str, formats: list[str], args, tmp: Path) -> Group:
-    group = Group(data.rows_wanted, scope, fieldset)
+    group = Group(data.rows_wanted, scope, fieldset, args.warehouses, data.lake_open_seconds)
     for fmt in formats:
-        print(f"  job run {scope} x {fieldset} x {fmt} ...", flush=True)
-        group.steps[f"job run {fmt}"] = job_run(data, scope, fieldset, fmt)
+        for warehouse in args.warehouses:  # one after the other: both under the same drift of the machine's speed
+            print(f"  {warehouse} run {scope} x {fieldset} x {fmt} ...", flush=True)
+            group.steps[run_name(warehouse, fmt)] = job_run(data, scope, fieldset, fmt, warehouse)
     if "CSV" not in formats:
         print("  references skipped: they are compared with the CSV run, and --format has none")
         return group
@@ -857,13 +931,16 @@ def run_group(data: Data, scope: str, fieldset: str, formats: list[str], args, t
     return group
 
 
-def checks(group: Group, fmt: str) -> list[Check]:
-    """The goals of one cell: speed against the references (CSV) or against the CSV run (JSONL), and memory."""
-    job = group.job(fmt)
+def checks(group: Group, fmt: str, warehouse: str) -> list[Check]:
+    """The goals of one cell on one warehouse: speed against the references (CSV) or against the CSV run (JSONL),
+    against the embedded run (DuckLake, when both ran), and memory."""
+    job = group.job(fmt, warehouse)
     if job is None or not job.ok:
         error = job.headline(60) if job is not None else "not run"
         return [Check(f"FAILED: {error}", "the run FAILED: no ratios")]
-    speed = _reference_checks(group, job) if fmt == "CSV" else _jsonl_checks(group, job)
+    speed = _reference_checks(group, job) if fmt == "CSV" else _jsonl_checks(group, job, warehouse)
+    if warehouse == "ducklake" and "embedded" in group.warehouses:
+        speed.append(_lake_check(group.job(fmt, "embedded"), job))
     met = job.peak_rss_mb < MEMORY_GOAL_MB
     memory = Check(
         f"RSS {_verdict(met)}",
@@ -893,8 +970,8 @@ def _reference_checks(group: Group, csv: Step) -> list[Check]:
     return out
 
 
-def _jsonl_checks(group: Group, jsonl: Step) -> list[Check]:
-    csv = group.job("CSV")
+def _jsonl_checks(group: Group, jsonl: Step, warehouse: str) -> list[Check]:
+    csv = group.job("CSV", warehouse)
     if csv is None or not csv.ok:
         return [Check("JSONL/CSV -", "JSONL run / CSV run time: no successful CSV run to compare with")]
     ratio = jsonl.seconds / csv.seconds
@@ -905,6 +982,17 @@ def _jsonl_checks(group: Group, jsonl: Step) -> list[Check]:
             f"JSONL run / CSV run time: {ratio:.2f}   goal <= {JSONL_GOAL}  {_verdict(met)}",
         )
     ]
+
+
+def _lake_check(embedded: Step | None, lake: Step) -> Check:
+    if embedded is None or not embedded.ok:
+        return Check("lake/emb -", "DuckLake run / embedded run time: no successful embedded run to compare with")
+    ratio = lake.seconds / embedded.seconds
+    met = ratio <= LAKE_GOAL
+    return Check(
+        f"lake/emb {ratio:.2f} {_verdict(met)}",
+        f"DuckLake run / embedded run time: {ratio:.2f}   goal <= {LAKE_GOAL}  {_verdict(met)}",
+    )
 
 
 def _verdict(met: bool) -> str:
@@ -922,13 +1010,13 @@ def report_group(group: Group, formats: list[str]) -> None:
     columns = len(field_specs(group.scope, group.fieldset))
     print(f"\n== {group.rows_wanted:,} rows, scope {group.scope}, fields {group.fieldset} ({columns} columns) ==")
     print(f"{'step':<26}{'rows':>12}{'seconds':>9}{'rows/s':>12}{'MB/s':>8}{'peak RSS MB':>13}{'wall s':>8}  note")
-    runs = [s for s in (group.job(f) for f in FORMATS) if s is not None and s.ok]
+    runs = [s for s in (group.job(f, w) for f in FORMATS for w in WAREHOUSES) if s is not None and s.ok]
     expected = runs[0].rows if runs else None
     for s in group.steps.values():
         flag = (
             ""
             if not s.ok or expected is None or s.rows == expected
-            else f"  WARNING: rows differ from the job run's {expected:,}"
+            else f"  WARNING: rows differ from the first run's {expected:,}"
         )
         state = f"  FAILED: {s.headline()}" if not s.ok else ""
         print(
@@ -937,14 +1025,25 @@ def report_group(group: Group, formats: list[str]) -> None:
             f"  {s.note}{flag}{state}"
         )
     print("goals (CSV: reference seconds / run seconds):")
-    for fmt in formats:
-        for check in checks(group, fmt):
-            print(f"  {fmt:<6}{check.text}")
-    csv = group.job("CSV")
-    for ref in ("engine-sql-duckdb-gzip", "engine-sql-duckdb-plain"):
-        step = group.steps.get(ref)
-        if step is not None and step.ok and csv is not None and csv.ok:
-            print(f"  CSV   vs {ref:<24} {step.seconds / csv.seconds:6.2f}x   (information: the engine's SQL, sorted)")
+    for warehouse in group.warehouses:
+        for fmt in formats:
+            for check in checks(group, fmt, warehouse):
+                print(f"  {warehouse:<9}{fmt:<6}{check.text}")
+        csv = group.job("CSV", warehouse)
+        for ref in ("engine-sql-duckdb-gzip", "engine-sql-duckdb-plain"):
+            step = group.steps.get(ref)
+            if step is not None and step.ok and csv is not None and csv.ok:
+                ratio = step.seconds / csv.seconds
+                print(f"  {warehouse:<9}CSV   vs {ref:<24} {ratio:6.2f}x   (information: the engine's SQL, sorted)")
+    if "ducklake" in group.warehouses and "embedded" in group.warehouses:
+        for fmt in formats:
+            lake, embedded = group.job(fmt, "ducklake"), group.job(fmt, "embedded")
+            if lake is not None and lake.ok and embedded is not None and embedded.ok:
+                ratio = (lake.seconds - group.lake_open_seconds) / embedded.seconds
+                print(
+                    f"  ducklake {fmt:<6}DuckLake run less one lake open ({group.lake_open_seconds:.2f} s) / embedded "
+                    f"run: {ratio:.2f}   (information: what a long-lived worker, which opens the lake once, would see)"
+                )
 
 
 def report_linearity(groups: list[Group], sizes: list[int], formats: list[str]) -> None:
@@ -952,14 +1051,14 @@ def report_linearity(groups: list[Group], sizes: list[int], formats: list[str]) 
     sizes = sorted(sizes)  # whatever order --rows gave them in
     print("\nlinearity (seconds / rows/s per size; scaling = rows/s at the largest size / at the smallest):")
     header = "".join(f"{f'{n:,} rows':>26}" for n in sizes)
-    print(f"{'cell':<24}{header}{'scaling':>9}")
-    for scope, fieldset, fmt in _cells(groups, formats):
-        by_size = {g.rows_wanted: g.job(fmt) for g in groups if (g.scope, g.fieldset) == (scope, fieldset)}
+    print(f"{'cell':<33}{header}{'scaling':>9}")
+    for scope, fieldset, fmt, warehouse in _cells(groups, formats):
+        by_size = {g.rows_wanted: g.job(fmt, warehouse) for g in groups if (g.scope, g.fieldset) == (scope, fieldset)}
         steps = [by_size.get(n) for n in sizes]
         cells = "".join(f"{_seconds_rate(s):>26}" for s in steps)
         rates = [s.rows_per_s for s in steps if s is not None and s.ok]
         scaling = f"{rates[-1] / rates[0]:>9.2f}" if len(rates) == len(sizes) else f"{'-':>9}"
-        print(f"{f'{scope} {fieldset} {fmt}':<24}{cells}{scaling}")
+        print(f"{f'{scope} {fieldset} {fmt} {warehouse}':<33}{cells}{scaling}")
 
 
 def _seconds_rate(step: Step | None) -> str:
@@ -968,31 +1067,34 @@ def _seconds_rate(step: Step | None) -> str:
     return "FAILED" if not step.ok else f"{step.seconds:.2f} s {step.rows_per_s:>11,.0f}/s"
 
 
-def _cells(groups: list[Group], formats: list[str]) -> list[tuple[str, str, str]]:
-    seen = dict.fromkeys((g.scope, g.fieldset, f) for g in groups for f in formats if g.job(f) is not None)
+def _cells(groups: list[Group], formats: list[str]) -> list[tuple[str, str, str, str]]:
+    seen = dict.fromkeys(
+        (g.scope, g.fieldset, f, w) for g in groups for f in formats for w in g.warehouses if g.job(f, w) is not None
+    )
     return list(seen)
 
 
 def report_summary(groups: list[Group], formats: list[str]) -> None:
     print(
-        "\nsummary (ratios: reference seconds / CSV run seconds; JSONL/CSV: run seconds; RSS goal "
-        f"< {MEMORY_GOAL_MB} MB):"
+        "\nsummary (ratios: reference seconds / CSV run seconds; JSONL/CSV: run seconds; lake/emb: DuckLake run "
+        f"seconds / embedded run seconds; RSS goal < {MEMORY_GOAL_MB} MB):"
     )
     print(
-        f"{'rows':>12}  {'scope':<9}{'fields':<7}{'format':<7}{'state':<8}{'rows/s':>11}{'MB/s':>7}"
+        f"{'rows':>12}  {'scope':<9}{'fields':<7}{'format':<7}{'warehouse':<10}{'state':<8}{'rows/s':>11}{'MB/s':>7}"
         f"{'RSS MB':>8}  ratios and verdicts"
     )
     for g in groups:
         for fmt in formats:
-            job = g.job(fmt)
-            if job is None:
-                continue
-            verdicts = " | ".join(c.label for c in checks(g, fmt))
-            print(
-                f"{g.rows_wanted:>12,}  {g.scope:<9}{g.fieldset:<7}{fmt:<7}{'ok' if job.ok else 'FAILED':<8}"
-                f"{_num(job.rows_per_s, 11, ',.0f')}{_num(job.mb_per_s, 7, '.0f')}{job.peak_rss_mb:>8.0f}  "
-                f"{verdicts}"
-            )
+            for warehouse in g.warehouses:
+                job = g.job(fmt, warehouse)
+                if job is None:
+                    continue
+                verdicts = " | ".join(c.label for c in checks(g, fmt, warehouse))
+                print(
+                    f"{g.rows_wanted:>12,}  {g.scope:<9}{g.fieldset:<7}{fmt:<7}{warehouse:<10}"
+                    f"{'ok' if job.ok else 'FAILED':<8}{_num(job.rows_per_s, 11, ',.0f')}{_num(job.mb_per_s, 7, '.0f')}"
+                    f"{job.peak_rss_mb:>8.0f}  {verdicts}"
+                )
 
 
 # ---------------------------------------------------------------- entry point
@@ -1008,6 +1110,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scope", choices=["sessions", "views", "both"], default="views")
     parser.add_argument("--fields", choices=["bench", "all", "both"], default="bench")
     parser.add_argument("--format", choices=["csv", "jsonl", "both"], default="both")
+    parser.add_argument(
+        "--warehouse",
+        choices=["embedded", "ducklake", "both"],
+        default="embedded",
+        help="where the runs read the data: the embedded Parquet files, their DuckLake copy, or both in one run",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="keep (and reuse) the data in DIR/rows-N")
     parser.add_argument("--gen-procs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
@@ -1015,7 +1123,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-engine-sql", action="store_true", help="skip the informational engine-SQL COPYs")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.warehouses = _choice(args.warehouse, WAREHOUSES)
+    return args
 
 
 def main() -> None:
@@ -1042,16 +1152,23 @@ def run_matrix(args: argparse.Namespace) -> None:
             data_dir.mkdir(parents=True, exist_ok=True)
             print(f"\n### {rows:,} rows: data in {data_dir}")
             data = prepare(data_dir, rows, args.gen_procs, args.seed)
-            print(
-                f"window {data.window[0]:%Y-%m-%d} .. {data.window[1]:%Y-%m-%d} (7 days, one run), "
-                f"{len(data.files)} Parquet files; 2 worker threads; DuckDB and Polars use all cores "
-                f"({os.cpu_count()})"
-            )
-            for scope in scopes:
-                for fieldset in fieldsets:
-                    group = run_group(data, scope, fieldset, formats, args, Path(tmp))
-                    report_group(group, formats)
-                    groups.append(group)
+            with contextlib.ExitStack() as lake_running:
+                if "ducklake" in args.warehouses:
+                    # Kept under --data-dir with the data it copies; else it goes with the temporary directory.
+                    from lake import running_lake  # here: the reference steps' processes need none of it
+
+                    lake = lake_running.enter_context(running_lake(data_dir, keep=args.data_dir is not None))
+                    prepare_lake(data, lake)
+                print(
+                    f"window {data.window[0]:%Y-%m-%d} .. {data.window[1]:%Y-%m-%d} (7 days, one run), "
+                    f"{len(data.files)} Parquet files; 2 worker threads; DuckDB and Polars use all cores "
+                    f"({os.cpu_count()})"
+                )
+                for scope in scopes:
+                    for fieldset in fieldsets:
+                        group = run_group(data, scope, fieldset, formats, args, Path(tmp))
+                        report_group(group, formats)
+                        groups.append(group)
             if args.data_dir is None:  # temporary data: free the disk before the next size
                 shutil.rmtree(data_dir, ignore_errors=True)
     if len(sizes) > 1:
