@@ -781,7 +781,8 @@ def handwritten_sql(scope: str, fieldset: str, spec: dict) -> tuple[str, list]:
 
 def engine_sql(scope: str, fieldset: str, spec: dict) -> tuple[str, list]:
     from dataexport.domain.enums import Scope
-    from dataexport.warehouse.query import build_export_query, parquet_source
+    from dataexport.warehouse.query import build_export_query
+    from dataexport.warehouse.relations import parquet_source
 
     q = build_export_query(
         source=parquet_source(spec["files"]),

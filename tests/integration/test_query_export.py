@@ -16,7 +16,8 @@ from dataexport.catalog import fields_for
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.warehouse.layout import partition_dir, partition_files
-from dataexport.warehouse.query import build_export_query, parquet_source
+from dataexport.warehouse.query import build_export_query
+from dataexport.warehouse.relations import parquet_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 PROJECT = 7

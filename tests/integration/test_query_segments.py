@@ -13,7 +13,8 @@ from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.warehouse.layout import partition_dir
-from dataexport.warehouse.query import build_export_query, parquet_source
+from dataexport.warehouse.query import build_export_query
+from dataexport.warehouse.relations import parquet_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 START = datetime(2026, 2, 14, tzinfo=UTC)

@@ -6,9 +6,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
+from dataexport.domain.retention import expired_before
 from dataexport.warehouse.hits import validate_hits
 from dataexport.warehouse.layout import partition_dir
-from dataexport.warehouse.retention import expired_before, sweep
+from dataexport.warehouse.retention import sweep
 from dataexport.warehouse.store import PageviewStore
 
 NOW = datetime(2026, 3, 20, 9, 30, tzinfo=UTC)

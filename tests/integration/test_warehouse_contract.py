@@ -23,7 +23,7 @@ from dataexport.warehouse.backend import MaintenanceReport, Warehouse
 from dataexport.warehouse.batches import IdempotencyKeyReused, as_stored_table
 from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
-from dataexport.warehouse.query import empty_source
+from dataexport.warehouse.relations import empty_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.variables import list_custom_vars, list_dynamic_var_keys
 from support import create_pg_database, drop_pg_database, postgres_available

@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 import pytest
 
 from dataexport.catalog import fields_for
+from dataexport.catalog.sql import quote_ident
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.errors import ValidationFailed
-from dataexport.warehouse.query import build_export_query, empty_source, parquet_source, quote_ident
+from dataexport.warehouse.query import build_export_query
+from dataexport.warehouse.relations import empty_source, parquet_source
 from dataexport.warehouse.slices import SessionSlice
 
 START, END = datetime(2026, 2, 14, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)

@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dataexport.warehouse.backend import RowGroup
 from dataexport.warehouse.slices import (
     USER_ID_SPACE,
     Partition,
     ReadSlice,
-    RowGroup,
     SessionSlice,
     plan_slices,
     session_time_slices,

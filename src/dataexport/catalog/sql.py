@@ -18,6 +18,11 @@ class Sql:
     params: list = field(default_factory=list)
 
 
+def quote_ident(name: str) -> str:
+    """A DuckDB identifier for any text: wrapped in double quotes, inner quotes doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def join(parts: list[Sql], sep: str) -> Sql:
     return Sql(sep.join(p.text for p in parts), [v for p in parts for v in p.params])
 

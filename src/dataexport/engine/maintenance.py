@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from dataexport.domain.retention import expired_before
 from dataexport.metadata.db import transaction
 from dataexport.metadata.repositories import tenants
 from dataexport.warehouse.backend import MaintenanceReport, Warehouse
-from dataexport.warehouse.retention import expired_before
 
 log = structlog.get_logger()
 

@@ -23,10 +23,19 @@ import pyarrow as pa
 
 from dataexport.catalog.sql import Sql
 from dataexport.warehouse.batches import StoredBatch
-from dataexport.warehouse.slices import RowGroup
 
 if TYPE_CHECKING:
     from dataexport.config import Settings
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """The user_id range (None: unknown) and size of a piece of a session day's data: a Parquet row group, or a
+    lake file; what slicing cuts a partition by."""
+
+    min_user_id: int | None
+    max_user_id: int | None
+    rows: int
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,10 @@ import pyarrow.parquet as pq
 from dataexport.errors import FieldError, ValidationFailed
 from dataexport.gc_tuning import settle_heap
 from dataexport.warehouse.backend import PreparedBatch, Stager, Warehouse
-from dataexport.warehouse.hits import _FLOAT, _INT, _TS, DERIVED, SCALARS, HitError, validate_hit
+from dataexport.warehouse.hits import HitError, validate_hit
 from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, validate_batch
 from dataexport.warehouse.hits_msgspec import decode_lines
+from dataexport.warehouse.hits_rules import DERIVED, FLOAT, INT, SCALARS, TS
 from dataexport.warehouse.load_workers import default_workers, fork_server
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
@@ -322,9 +323,9 @@ def _csv_cell(column: str, cell: str) -> object:
         except orjson.JSONDecodeError:
             return cell
     kind = check[0]
-    if kind in (_INT, _TS) and _INTEGER.match(cell):
+    if kind in (INT, TS) and _INTEGER.match(cell):
         return int(cell)
-    if kind == _FLOAT:
+    if kind == FLOAT:
         try:
             return float(cell)
         except ValueError:

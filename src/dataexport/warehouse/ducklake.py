@@ -36,9 +36,9 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
-from dataexport.catalog.sql import Sql
+from dataexport.catalog.sql import Sql, quote_ident
 from dataexport.errors import DataExportError
-from dataexport.warehouse.backend import MaintenanceReport, PreparedBatch, ReadLimits
+from dataexport.warehouse.backend import MaintenanceReport, PreparedBatch, ReadLimits, RowGroup
 from dataexport.warehouse.batches import (
     IDEMPOTENCY_DAYS,
     MS_PER_DAY,
@@ -53,9 +53,8 @@ from dataexport.warehouse.batches import (
 from dataexport.warehouse.duckdb_extensions import LAKE_EXTENSIONS, connect
 from dataexport.warehouse.duckdb_read import STREAMING_BUFFER
 from dataexport.warehouse.group_commit import GroupCommitter
-from dataexport.warehouse.query import empty_source, quote_ident
+from dataexport.warehouse.relations import empty_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from dataexport.warehouse.slices import RowGroup
 
 if TYPE_CHECKING:
     from dataexport.config import Settings

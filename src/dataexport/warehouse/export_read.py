@@ -33,7 +33,8 @@ from dataexport.errors import ExtractionError, ExtractionOutOfMemory, PermanentE
 from dataexport.warehouse.arrow_stream import stream_arrow
 from dataexport.warehouse.backend import PageviewSource, ReadLimits, Warehouse
 from dataexport.warehouse.batches import MS_PER_DAY
-from dataexport.warehouse.query import Output, build_export_query, build_pageview_count_query, empty_source
+from dataexport.warehouse.query import Output, build_export_query, build_pageview_count_query
+from dataexport.warehouse.relations import empty_source
 from dataexport.warehouse.slices import Partition, ReadSlice, SessionSlice, plan_slices
 
 # Cells (rows x columns) of one Arrow batch: 32k rows of a narrow export, fewer of a wide one, so that the

@@ -18,15 +18,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dataexport.warehouse.hits_rules import (  # noqa: F401 - re-exported: the rules are part of this API
-    _FLOAT,
-    _INT,
-    _OTHER_LISTS,
-    _STR,
-    _TS,
+from dataexport.warehouse.hits_rules import (
     CUSTOM_VAR_SCOPES,
     DERIVED,
     EPOCH,
+    INT,
     LIST_COLUMNS,
     MAX_CUSTOM_VAR_KEY,
     MAX_DYNAMIC_KEY,
@@ -34,23 +30,23 @@ from dataexport.warehouse.hits_rules import (  # noqa: F401 - re-exported: the r
     MAX_DYNAMIC_NUMBER,
     MAX_EPOCH_MS,
     MAX_LIST,
-    MAX_TEXT,
-    MAX_USER_ID,
     MAX_VAR_VALUE,
     NESTED,
     NESTED_REQUIRED,
     ONE_MS,
+    OTHER_LISTS,
     REQUIRED,
     SCALARS,
-    _check,
-    to_epoch_ms,
+    STR,
+    TS,
+    check_value,
 )
 
 # Lookup tables of the fast path, derived from SCALARS so the rules live in one place.
-_STR_MAX = {k: c[2] for k, c in SCALARS.items() if c[0] == _STR}
-_NON_EMPTY = frozenset(k for k, c in SCALARS.items() if c[0] == _STR and c[1] > 0)
-_INT_RANGE = {k: (c[1], c[2]) for k, c in SCALARS.items() if c[0] == _INT}
-_TS_FIELDS = frozenset(k for k, c in SCALARS.items() if c[0] == _TS)
+_STR_MAX = {k: c[2] for k, c in SCALARS.items() if c[0] == STR}
+_NON_EMPTY = frozenset(k for k, c in SCALARS.items() if c[0] == STR and c[1] > 0)
+_INT_RANGE = {k: (c[1], c[2]) for k, c in SCALARS.items() if c[0] == INT}
+_TS_FIELDS = frozenset(k for k, c in SCALARS.items() if c[0] == TS)
 _fromiso = datetime.fromisoformat
 
 
@@ -135,7 +131,7 @@ def validate_hit(raw: object, index: int) -> tuple[dict | None, list[HitError]]:
         return None, [HitError(index, "hit", "is not valid JSON" if raw is NOT_JSON else "must be a JSON object")]
     row: dict = {}
     errors: list[HitError] = []
-    # Fast path inline (this loop runs ~30 times per hit); anything unusual goes to `_check`, which
+    # Fast path inline (this loop runs ~30 times per hit); anything unusual goes to `check_value`, which
     # also words the error.
     for key, value in raw.items():
         t = type(value)
@@ -169,17 +165,17 @@ def validate_hit(raw: object, index: int) -> tuple[dict | None, list[HitError]]:
             if key == "dynamic_vars":
                 row[key] = _dynamic_vars(value, index, errors)
                 continue
-        elif value is None and (key in SCALARS or key in NESTED or key in _OTHER_LISTS):
+        elif value is None and (key in SCALARS or key in NESTED or key in OTHER_LISTS):
             row[key] = None
             continue
         check = SCALARS.get(key)
         if check is not None:
-            converted, message = _check(value, check)
+            converted, message = check_value(value, check)
             if message is None:
                 row[key] = converted
             else:
                 errors.append(HitError(index, key, message))
-        elif key in NESTED or key in _OTHER_LISTS:
+        elif key in NESTED or key in OTHER_LISTS:
             errors.append(HitError(index, key, "must be a list"))
         elif key in DERIVED:
             errors.append(HitError(index, key, "is derived by the server and must not be sent"))
@@ -230,7 +226,7 @@ def _nested(value, name, checks, required, index, errors) -> list:
             if check is None:
                 errors.append(HitError(index, f"{where}.{key}", "unknown field"))
             elif sub is not None:
-                converted, message = _check(sub, check)
+                converted, message = check_value(sub, check)
                 if message is None:
                     entry[key] = converted
                 else:
@@ -258,10 +254,10 @@ def _custom_vars(value, index, errors) -> list:
         position = item.get("position")
         if type(position) is not int or not 1 <= position <= 20:
             errors.append(HitError(index, f"{where}.position", "must be an integer between 1 and 20"))
-        key, message = _check(item.get("key"), (_STR, 1, MAX_CUSTOM_VAR_KEY))
+        key, message = check_value(item.get("key"), (STR, 1, MAX_CUSTOM_VAR_KEY))
         if message:
             errors.append(HitError(index, f"{where}.key", message))
-        val, message = _check(item.get("value"), (_STR, 0, MAX_VAR_VALUE))
+        val, message = check_value(item.get("value"), (STR, 0, MAX_VAR_VALUE))
         if message:
             errors.append(HitError(index, f"{where}.value", message))
         scope = item.get("scope", "page")
@@ -292,7 +288,7 @@ def _dynamic_vars(value, index, errors) -> list:
     kept: set[str] = set()
     for i, (key, val) in enumerate(pairs):
         where = f"dynamic_vars[{i}]"
-        _, message = _check(key, (_STR, 1, MAX_DYNAMIC_KEY))
+        _, message = check_value(key, (STR, 1, MAX_DYNAMIC_KEY))
         if message:
             errors.append(HitError(index, f"{where}.key", message))
             continue

@@ -21,12 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataexport.warehouse.hits import (
-    _FLOAT,
-    _INT,
-    _STR,
-    _TS,
+from dataexport.domain.retention import expired_before
+from dataexport.warehouse.hits import HitBatch, HitError, ids_of, validate_hits
+from dataexport.warehouse.hits_rules import (
     CUSTOM_VAR_SCOPES,
+    FLOAT,
+    INT,
     MAX_CUSTOM_VAR_KEY,
     MAX_DYNAMIC_KEY,
     MAX_DYNAMIC_KEYS,
@@ -38,12 +38,9 @@ from dataexport.warehouse.hits import (
     NESTED_REQUIRED,
     REQUIRED,
     SCALARS,
-    HitBatch,
-    HitError,
-    ids_of,
-    validate_hits,
+    STR,
+    TS,
 )
-from dataexport.warehouse.retention import expired_before
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 ALLOWED = frozenset(SCALARS) | frozenset(NESTED) | {"custom_vars", "dynamic_vars"}
@@ -145,7 +142,7 @@ def _scalar(values: list, check: tuple[int, float, float], required: bool = Fals
     types.discard(_NONE)
     if not types:
         return pa.nulls(len(values))
-    if kind == _STR:
+    if kind == STR:
         if types != {str}:
             raise _Doubt
         arr = pa.array(values, pa.string())
@@ -153,13 +150,13 @@ def _scalar(values: list, check: tuple[int, float, float], required: bool = Fals
         if lengths["max"] > hi or lengths["min"] < lo:
             raise _Doubt
         return arr
-    if kind == _INT:
+    if kind == INT:
         if types != {int}:
             raise _Doubt
         arr = pa.array(values, pa.uint64() if hi >= 2**63 else pa.int64())
         _within(arr, lo, hi)
         return arr
-    if kind == _FLOAT:
+    if kind == FLOAT:
         if not types <= {float, int}:
             raise _Doubt
         if not all(math.isfinite(v) for v in values if v is not None):
@@ -167,7 +164,7 @@ def _scalar(values: list, check: tuple[int, float, float], required: bool = Fals
         arr = pa.array(values, pa.float64())
         _within(arr, lo, hi)
         return arr
-    assert kind == _TS
+    assert kind == TS
     return _times(values, types)
 
 
@@ -271,8 +268,8 @@ def _custom_vars(values: list, n: int) -> pa.Array:
         raise _Doubt
     children = {
         "position": pa.array(position),
-        "key": _scalar([e.get("key") for e in entries], (_STR, 1, MAX_CUSTOM_VAR_KEY), required=True),
-        "value": _scalar([e.get("value") for e in entries], (_STR, 0, MAX_VAR_VALUE), required=True),
+        "key": _scalar([e.get("key") for e in entries], (STR, 1, MAX_CUSTOM_VAR_KEY), required=True),
+        "value": _scalar([e.get("value") for e in entries], (STR, 0, MAX_VAR_VALUE), required=True),
         "scope": pa.array(scopes, pa.string()),
     }
     return _struct_list(offsets, _CUSTOM_VAR, children, len(entries))
@@ -311,9 +308,9 @@ def _dynamic_vars(values: list, n: int) -> pa.Array:
     strings = [v if type(v) is str else None for v in vals]
     numbers = [v if type(v) is int else None for v in vals]
     children = {
-        "key": _scalar(keys, (_STR, 1, MAX_DYNAMIC_KEY), required=True),
-        "string_value": _scalar(strings, (_STR, 0, MAX_VAR_VALUE)) if str in value_types else None,
-        "number_value": _scalar(numbers, (_INT, 0, MAX_DYNAMIC_NUMBER)) if int in value_types else None,
+        "key": _scalar(keys, (STR, 1, MAX_DYNAMIC_KEY), required=True),
+        "string_value": _scalar(strings, (STR, 0, MAX_VAR_VALUE)) if str in value_types else None,
+        "number_value": _scalar(numbers, (INT, 0, MAX_DYNAMIC_NUMBER)) if int in value_types else None,
     }
     return _struct_list(offsets, _DYNAMIC_VAR, {k: v for k, v in children.items() if v is not None}, len(keys))
 

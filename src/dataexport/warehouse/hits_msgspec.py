@@ -23,10 +23,8 @@ from msgspec.structs import astuple
 
 from dataexport.warehouse.hits import ids_of
 from dataexport.warehouse.hits_rules import (
-    _FLOAT,
-    _INT,
-    _STR,
-    _TS,
+    FLOAT,
+    INT,
     MAX_CUSTOM_VAR_KEY,
     MAX_DYNAMIC_KEY,
     MAX_DYNAMIC_KEYS,
@@ -38,6 +36,8 @@ from dataexport.warehouse.hits_rules import (
     NESTED_REQUIRED,
     REQUIRED,
     SCALARS,
+    STR,
+    TS,
     to_epoch_ms,
 )
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
@@ -49,11 +49,11 @@ _fromiso = datetime.fromisoformat
 
 def _type(check: tuple[int, float, float]) -> object:
     kind, lo, hi = check
-    if kind == _STR:
+    if kind == STR:
         return Annotated[str, Meta(min_length=int(lo), max_length=int(hi))]
-    if kind == _INT:  # msgspec bounds must fit int64; uint64 overflow is caught when building the array
+    if kind == INT:  # msgspec bounds must fit int64; uint64 overflow is caught when building the array
         return Annotated[int, Meta(ge=int(lo), le=int(hi))] if hi < 2**63 else Annotated[int, Meta(ge=int(lo))]
-    if kind == _FLOAT:
+    if kind == FLOAT:
         return Annotated[float, Meta(ge=lo, le=hi)]
     return Union[Annotated[int, Meta(ge=0, le=MAX_EPOCH_MS)], str]  # noqa: UP007 - msgspec needs a Union
 
@@ -91,7 +91,7 @@ def _list_of(item: object) -> object:
 
 _NESTED_STRUCTS = {name: _struct(name, checks, NESTED_REQUIRED.get(name, ())) for name, checks in NESTED.items()}
 # Where each nested struct carries instants (int | str, to turn into epoch ms), by field index.
-_TIME_FIELDS = {name: tuple(i for i, c in enumerate(checks.values()) if c[0] == _TS) for name, checks in NESTED.items()}
+_TIME_FIELDS = {name: tuple(i for i, c in enumerate(checks.values()) if c[0] == TS) for name, checks in NESTED.items()}
 _HIT_FIELDS: list = [(k, _type(c)) for k, c in SCALARS.items() if k in REQUIRED]
 _HIT_FIELDS += [(k, _type(c) | None, None) for k, c in SCALARS.items() if k not in REQUIRED]
 _HIT_FIELDS += [(name, _list_of(s), None) for name, s in _NESTED_STRUCTS.items()]
@@ -184,9 +184,9 @@ def _table(hits: list) -> pa.Table:
 
 def _scalar(values: list, check: tuple, arrow_type: pa.DataType) -> pa.Array:
     kind = check[0]
-    if kind in (_STR, _INT):  # msgspec checked type and range already
+    if kind in (STR, INT):  # msgspec checked type and range already
         return pa.array(values, arrow_type)
-    if kind == _FLOAT:
+    if kind == FLOAT:
         return pa.array(values, pa.float64())  # then cast, as `hits` rows are
     return _times(values)
 

@@ -23,20 +23,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 
 # Value kinds of the checks table.
-_STR, _INT, _FLOAT, _TS = 0, 1, 2, 3
+STR, INT, FLOAT, TS = 0, 1, 2, 3
 
 # column -> (kind, lower, upper); for strings `upper` is the maximum length.
 SCALARS: dict[str, tuple[int, float, float]] = {
-    "user_id_unhashed": (_STR, 1, MAX_USER_ID),
-    "session_number": (_INT, 1, 65535),
-    "session_id": (_INT, 0, 2**64 - 1),
-    "session_time": (_TS, 0, 0),
-    "view_number": (_INT, 1, 65535),
-    "view_time": (_TS, 0, 0),
-    "device_id": (_INT, 0, 5),
-    "url": (_STR, 1, MAX_TEXT),
+    "user_id_unhashed": (STR, 1, MAX_USER_ID),
+    "session_number": (INT, 1, 65535),
+    "session_id": (INT, 0, 2**64 - 1),
+    "session_time": (TS, 0, 0),
+    "view_number": (INT, 1, 65535),
+    "view_time": (TS, 0, 0),
+    "device_id": (INT, 0, 5),
+    "url": (STR, 1, MAX_TEXT),
     **{
-        name: (_STR, 0, MAX_TEXT)
+        name: (STR, 0, MAX_TEXT)
         for name in (
             "city",
             "country_code",
@@ -54,10 +54,10 @@ SCALARS: dict[str, tuple[int, float, float]] = {
             "screen_name",
         )
     },
-    "density": (_FLOAT, 0, 100),
-    **{name: (_INT, 0, 65535) for name in ("screen_height", "screen_width", "window_height", "window_width")},
+    "density": (FLOAT, 0, 100),
+    **{name: (INT, 0, 65535) for name in ("screen_height", "screen_width", "window_height", "window_width")},
     **{
-        name: (_INT, 0, 2**32 - 1)
+        name: (INT, 0, 2**32 - 1)
         for name in (
             "document_height",
             "document_width",
@@ -68,10 +68,10 @@ SCALARS: dict[str, tuple[int, float, float]] = {
             "start_render",
         )
     },
-    "scroll_rate": (_FLOAT, 0, 100),
-    "frustration_score": (_INT, 0, 100),
+    "scroll_rate": (FLOAT, 0, 100),
+    "frustration_score": (INT, 0, 100),
     **{
-        name: (_INT, 0, 1)
+        name: (INT, 0, 1)
         for name in (
             "rage_click_all_targets_ind",
             "multiple_button_interaction_ind",
@@ -84,10 +84,10 @@ SCALARS: dict[str, tuple[int, float, float]] = {
 REQUIRED = ("user_id_unhashed", "session_number", "session_time", "view_number", "view_time", "device_id", "url")
 DERIVED = ("project_id", "user_id", "ingested_at")
 
-_U32 = (_INT, 0, 2**32 - 1)
-_U64 = (_INT, 0, 2**64 - 1)
-_TEXT = (_STR, 0, MAX_TEXT)
-_TIME = (_TS, 0, 0)
+_U32 = (INT, 0, 2**32 - 1)
+_U64 = (INT, 0, 2**64 - 1)
+_TEXT = (STR, 0, MAX_TEXT)
+_TIME = (TS, 0, 0)
 # nested list column -> {sub-field: check}, and which sub-fields are required
 NESTED: dict[str, dict[str, tuple[int, float, float]]] = {
     "errors": {
@@ -98,9 +98,9 @@ NESTED: dict[str, dict[str, tuple[int, float, float]]] = {
         "line_number": _U32,
         "col_number": _U32,
     },
-    "transactions": {"id": (_STR, 1, MAX_TEXT), "revenue_cents": _U64, "transaction_time": _TIME},
+    "transactions": {"id": (STR, 1, MAX_TEXT), "revenue_cents": _U64, "transaction_time": _TIME},
     "transaction_items": {
-        "id": (_STR, 1, MAX_TEXT),
+        "id": (STR, 1, MAX_TEXT),
         "sku": _TEXT,
         "catalog_id": _TEXT,
         "product_id_hashed": _U64,
@@ -109,12 +109,12 @@ NESTED: dict[str, dict[str, tuple[int, float, float]]] = {
         "transaction_time": _TIME,
     },
     "add_to_cart_items": {"sku": _TEXT, "catalog_id": _TEXT, "product_id_hashed": _U64, "add_to_cart_time": _TIME},
-    "app_events": {"event_name": (_STR, 1, MAX_TEXT), "event_time": _TIME, "event_type": (_INT, 0, 2)},
+    "app_events": {"event_name": (STR, 1, MAX_TEXT), "event_time": _TIME, "event_type": (INT, 0, 2)},
 }
 NESTED_REQUIRED = {"transactions": ("id",), "transaction_items": ("id",), "app_events": ("event_name",)}
 LIST_COLUMNS = (*NESTED, "custom_vars", "dynamic_vars")
 CUSTOM_VAR_SCOPES = ("page", "session")
-_OTHER_LISTS = ("custom_vars", "dynamic_vars")
+OTHER_LISTS = ("custom_vars", "dynamic_vars")
 
 
 def to_epoch_ms(value: object) -> int | str:
@@ -140,10 +140,10 @@ def to_epoch_ms(value: object) -> int | str:
     return "must be after 1970-01-01T00:00:00Z"
 
 
-def _check(value: object, check: tuple[int, float, float]) -> tuple[object, str | None]:
+def check_value(value: object, check: tuple[int, float, float]) -> tuple[object, str | None]:
     """(converted value, None) or (None, message)."""
     kind, lo, hi = check
-    if kind == _STR:
+    if kind == STR:
         if type(value) is not str:
             return None, "must be a string"
         n = len(value)
@@ -152,13 +152,13 @@ def _check(value: object, check: tuple[int, float, float]) -> tuple[object, str 
         if n < lo:
             return None, "must not be empty"
         return value, None
-    if kind == _INT:
+    if kind == INT:
         if type(value) is not int:  # bool is not int here, on purpose
             return None, "must be an integer"
         if lo <= value <= hi:
             return value, None
         return None, f"must be between {lo} and {hi}"
-    if kind == _TS:
+    if kind == TS:
         ms = to_epoch_ms(value)
         if type(ms) is int:
             return ms, None

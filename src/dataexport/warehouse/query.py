@@ -27,16 +27,13 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import pyarrow as pa
-
 from dataexport.catalog.fields import DATE, DYNAMIC, FLOAT, LIST, LIST_TIMESTAMP, SCALAR, TIMESTAMP, lookup
 from dataexport.catalog.primitives import column_name, primitive_sql
-from dataexport.catalog.sql import Sql, join, render
+from dataexport.catalog.sql import Sql, join, quote_ident, render
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import CUSTOM_VAR, DYNAMIC_VAR, FieldSpec
 from dataexport.domain.segment_filter import SegmentFilter
 from dataexport.errors import FieldError, ValidationFailed, validation_error
-from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from dataexport.warehouse.segments_sql import compile_segment_filter
 from dataexport.warehouse.slices import SessionSlice
 
@@ -63,11 +60,6 @@ class _Column:
     value: Sql  # over the columns of src
     kind: str
     session_extra: Sql | None = None  # an aggregate this field adds to sess (named _v{i}), e.g. a custom var
-
-
-def quote_ident(name: str) -> str:
-    """A DuckDB identifier for any text: wrapped in double quotes, inner quotes doubled."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 # ---------------------------------------------------------------- validation
@@ -178,47 +170,6 @@ def _format(kind: str, ref: str, output: Output) -> str:
     if kind in (LIST, LIST_TIMESTAMP) and output == "csv":
         return f"CAST(to_json({ref}) AS VARCHAR)"
     return ref
-
-
-# ---------------------------------------------------------------- relations
-
-
-def _duckdb_type(t: pa.DataType) -> str:
-    if pa.types.is_struct(t):
-        return "STRUCT(" + ", ".join(f"{quote_ident(f.name)} {_duckdb_type(f.type)}" for f in t) + ")"
-    if pa.types.is_list(t):
-        return _duckdb_type(t.value_type) + "[]"
-    if pa.types.is_timestamp(t):
-        return "TIMESTAMPTZ"
-    return {
-        pa.int8(): "TINYINT",
-        pa.int16(): "SMALLINT",
-        pa.int32(): "INTEGER",
-        pa.int64(): "BIGINT",
-        pa.uint8(): "UTINYINT",
-        pa.uint16(): "USMALLINT",
-        pa.uint32(): "UINTEGER",
-        pa.uint64(): "UBIGINT",
-        pa.float32(): "FLOAT",
-        pa.float64(): "DOUBLE",
-        pa.string(): "VARCHAR",
-    }[t]
-
-
-def parquet_source(files: list[str]) -> Sql:
-    """The relation of stored pageviews in these Parquet files (none: an empty relation with their columns)."""
-    if not all(isinstance(f, str) for f in files):
-        raise validation_error("files", "must be a list of paths")
-    if not files:
-        return empty_source()
-    # Hive partitioning off: project_id is a real column of the files, not to be replaced from the path.
-    return Sql("read_parquet(?, hive_partitioning = false)", [list(files)])
-
-
-def empty_source() -> Sql:
-    """A zero-row relation with the stored pageview columns, for windows without any data."""
-    cols = ", ".join(f"CAST(NULL AS {_duckdb_type(f.type)}) AS {quote_ident(f.name)}" for f in PAGEVIEW_SCHEMA)
-    return Sql(f"(SELECT {cols} WHERE false)")
 
 
 def _pageviews(source: Sql, project_id, window_start, window_end, device_ids, session_slice) -> Sql:

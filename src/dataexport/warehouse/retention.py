@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
+from dataexport.domain.retention import expired_before
 from dataexport.warehouse.durable import fsync_dir
 from dataexport.warehouse.schema import PARTITION_ROOT
 from dataexport.warehouse.store import PageviewStore
-
-
-def expired_before(retention_days: int, now: datetime) -> date:
-    """The first session day still kept: days strictly before it are deleted."""
-    if retention_days < 0:
-        raise ValueError("retention_days must not be negative")
-    return now.astimezone(UTC).date() - timedelta(days=retention_days)
 
 
 def sweep(root: Path, project_id: int, retention_days: int, now: datetime) -> int:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
 
+from dataexport.warehouse.backend import RowGroup
+
 USER_ID_SPACE = 1 << 64  # user_id is an unsigned 64-bit hash
 
 
@@ -33,15 +35,6 @@ class SessionSlice:
     column: Literal["user_id", "session_time"]
     low: int | datetime
     high: int | datetime | None
-
-
-@dataclass(frozen=True)
-class RowGroup:
-    """A row group's user_id statistics (None when the file has none) and size."""
-
-    min_user_id: int | None
-    max_user_id: int | None
-    rows: int
 
 
 @dataclass(frozen=True)
