@@ -271,7 +271,7 @@ def days_of_data(today: date) -> list[date]:
 
 
 def _generate_day(warehouse: str, project_id: int, day: date, sessions_per_day: int, seed: int) -> int:
-    from dataexport.warehouse.demo import generate
+    from dataexport.demo.generate import generate
     from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1) - timedelta(microseconds=1)
@@ -281,8 +281,8 @@ def _generate_day(warehouse: str, project_id: int, day: date, sessions_per_day: 
 
 def _generate(settings, sessions, rows: int, procs: int, seed: int, days: list[date]) -> dict:
     from dataexport import admin
+    from dataexport.demo.data import WEEKDAY
     from dataexport.metadata.db import transaction
-    from dataexport.warehouse.demo_data import WEEKDAY
 
     now = datetime.now(UTC)
     with transaction(sessions) as session:
@@ -307,7 +307,7 @@ def _generate(settings, sessions, rows: int, procs: int, seed: int, days: list[d
 
 def _compact(warehouse: Path) -> float:
     """Compact every partition now (they are at least two days old: production would have compacted them)."""
-    from dataexport.warehouse import compaction
+    from dataexport.warehouse.embedded import compaction
 
     start = time.perf_counter()
     results = compaction.compact(warehouse, older_than=timedelta(0))
@@ -325,7 +325,7 @@ def prepare(data_dir: Path, rows: int, procs: int, seed: int) -> Data:
     from dataexport.config import Settings
     from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
     from dataexport.metadata.models import Project
-    from dataexport.warehouse.layout import partition_files
+    from dataexport.warehouse.embedded.layout import partition_files
 
     settings = Settings(data_dir=data_dir, jwt_secret=JWT_SECRET)
     marker = data_dir / "bench-data.json"
@@ -781,7 +781,7 @@ def handwritten_sql(scope: str, fieldset: str, spec: dict) -> tuple[str, list]:
 
 def engine_sql(scope: str, fieldset: str, spec: dict) -> tuple[str, list]:
     from dataexport.domain.enums import Scope
-    from dataexport.warehouse.query import build_export_query
+    from dataexport.query.export_sql import build_export_query
     from dataexport.warehouse.relations import parquet_source
 
     q = build_export_query(
@@ -833,8 +833,8 @@ def polars_sink(spec: dict, out: Path) -> None:
 
 _STEP_IMPORTS = {
     "polars-gzip": ("polars",),
-    "engine-sql-duckdb-gzip": ("duckdb", "dataexport.warehouse.query"),
-    "engine-sql-duckdb-plain": ("duckdb", "dataexport.warehouse.query"),
+    "engine-sql-duckdb-gzip": ("duckdb", "dataexport.query.export_sql"),
+    "engine-sql-duckdb-plain": ("duckdb", "dataexport.query.export_sql"),
 }
 
 

@@ -57,13 +57,13 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from dataexport.demo.generate import draw_sessions
+from dataexport.demo.views import build_views
 from dataexport.gc_tuning import settle_heap
+from dataexport.ingest.bulkload import as_hit, load_files
+from dataexport.ingest.requests import ingest
 from dataexport.warehouse.backend import Warehouse, WarehouseSpec, open_warehouse
-from dataexport.warehouse.bulkload import as_hit, load_files
-from dataexport.warehouse.demo import draw_sessions
-from dataexport.warehouse.demo_views import build_views
 from dataexport.warehouse.embedded import EmbeddedWarehouse
-from dataexport.warehouse.ingest import ingest
 
 if TYPE_CHECKING:
     from lake import Lake
@@ -292,7 +292,7 @@ def _wait_healthy(port: int, server: subprocess.Popen) -> None:
 def stage_costs(bodies: list[bytes], work: Path, targets: list[Target], batches: int = 60) -> dict[str, float]:
     """CPU µs a hit of each stage of the ingest path, on `batches` request bodies (best of 3 passes, settled heap,
     one process): where a hit's cost goes, to compare changes to one stage."""
-    from dataexport.warehouse import hits_msgspec
+    from dataexport.ingest import hits_msgspec
 
     settle_heap()
     sample = bodies[:batches]

@@ -381,8 +381,8 @@ def seed(args, data_dir: Path) -> list[dict]:
     """Projects with credentials and demo traffic; returns [{project_id, credentials: [{client_id, secret}]}]."""
     from dataexport import admin
     from dataexport.config import Settings
+    from dataexport.demo.generate import generate
     from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
-    from dataexport.warehouse.demo import generate
     from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     settings = Settings(data_dir=data_dir, jwt_secret=JWT_SECRET, database_url=args.database_url)

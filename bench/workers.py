@@ -98,10 +98,9 @@ class Round:
 
 def generate_day(data_dir: Path, database_url: str, sessions_per_day: int, seed: int) -> Setup:
     from dataexport import admin
+    from dataexport.demo.generate import generate
     from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
-    from dataexport.warehouse import compaction
-    from dataexport.warehouse.demo import generate
-    from dataexport.warehouse.embedded import EmbeddedWarehouse
+    from dataexport.warehouse.embedded import EmbeddedWarehouse, compaction
 
     engine = make_engine(database_url)
     migrate(engine)

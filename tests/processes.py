@@ -311,3 +311,19 @@ class Ingester(threading.Thread):
             self.acked.extend((h["user_id_unhashed"], h["session_number"], h["view_number"]) for h in hits)
             return
         self.unacked.append(batch)
+
+
+def bearer_headers(url: str, client: dict) -> dict[str, str]:
+    """The Authorization header of a token for `client` (client_id, client_secret), from the API at `url`."""
+    answer = httpx.post(
+        f"{url}/v1/oauth/token",
+        data={
+            "client_id": client["client_id"],
+            "client_secret": client["client_secret"],
+            "grant_type": "client_credentials",
+            "scope": "data-export",
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return {"Authorization": f"Bearer {answer.json()['access_token']}"}

@@ -20,9 +20,9 @@ from dataexport.catalog import fields_for
 from dataexport.config import Settings
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
+from dataexport.ingest.hits import session_id_of, user_id_of
+from dataexport.query.export_read import ExportRequest, open_export
 from dataexport.warehouse.backend import ReadLimits, Warehouse, open_warehouse
-from dataexport.warehouse.export_read import ExportRequest, open_export
-from dataexport.warehouse.hits import session_id_of, user_id_of
 from dataexport.warehouse.schema import NATURAL_KEY, PAGEVIEW_SCHEMA
 from support import S3Server
 

@@ -305,7 +305,7 @@ def load(
     data_dir: Path | None = DATA_DIR_OPT,
 ):
     """Bulk-load pageview hits, with the same validation as HTTP ingest; prints what was stored and rejected."""
-    from dataexport.warehouse.load_workers import start_worker_server
+    from dataexport.ingest.load_workers import start_worker_server
 
     start_worker_server(files, preload=_TOP_IMPORTS)  # it gets ready while this process imports and sets up
     from contextlib import closing
@@ -313,15 +313,15 @@ def load(
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
     from dataexport.gc_tuning import settle_heap
+    from dataexport.ingest.bulkload import load_files
     from dataexport.metadata.db import transaction
     from dataexport.metadata.repositories import tenants
     from dataexport.warehouse.backend import open_warehouse
-    from dataexport.warehouse.bulkload import load_files
 
     settings = _settings(data_dir)
 
     def work():
-        from dataexport.warehouse.hits_columnar import HitWindow
+        from dataexport.ingest.hits_columnar import HitWindow
 
         settle_heap()
         with transaction(_sessions(settings)) as session:
@@ -491,7 +491,7 @@ def demo(
     data_dir: Path | None = DATA_DIR_OPT,
 ):
     """Reset the data dir, seed a demo project with realistic traffic, print credentials, then serve."""
-    from dataexport.demo_seed import seed_demo
+    from dataexport.demo.seed import seed_demo
 
     settings = _settings(data_dir, host=host, port=port)
     shutil.rmtree(settings.data_dir, ignore_errors=True)

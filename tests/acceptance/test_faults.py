@@ -42,7 +42,17 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from processes import Ingester, Service, answers, busy_worker, count_part_records, service_env, stamp, wait_until
+from processes import (
+    Ingester,
+    Service,
+    answers,
+    bearer_headers,
+    busy_worker,
+    count_part_records,
+    service_env,
+    stamp,
+    wait_until,
+)
 from support import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.acceptance]
@@ -146,21 +156,6 @@ def _once_job(name: str, fmt: str, scope: str, start: datetime, end: datetime) -
     }
 
 
-def _token(url: str, client: dict) -> dict[str, str]:
-    answer = httpx.post(
-        f"{url}/v1/oauth/token",
-        data={
-            "client_id": client["client_id"],
-            "client_secret": client["client_secret"],
-            "grant_type": "client_credentials",
-            "scope": "data-export",
-        },
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
 def _create_job(url: str, headers: dict, body: dict, deadline: float = 30) -> int:
     """POST a job, retrying while the API is down. A retry after a lost answer may create the job twice:
     harmless here, since the checks read every run of the database."""
@@ -254,7 +249,7 @@ def _make_engine(url: str):
 
 
 def _seed_demo(warehouse: Path, project_id: int, days: int, sessions_per_day: int, now: datetime) -> int:
-    from dataexport.warehouse.demo import generate
+    from dataexport.demo.generate import generate
     from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     with EmbeddedWarehouse(warehouse) as store:
@@ -310,7 +305,7 @@ def test_busy_period_with_processes_killed_at_random(busy_cluster):
     services, project, client, data_dir, engine, demo_rows = busy_cluster
     api, scheduler, workers = services[0], services[1], services[2:]
     rng = random.Random(SEED)
-    headers = _token(api.url, client)
+    headers = bearer_headers(api.url, client)
     now = datetime.now(UTC)
     first_day = (now - timedelta(days=BUSY_DEMO_DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     variants = [(fmt, scope) for scope in ("views", "sessions") for fmt in ("CSV", "JSONL")]
@@ -545,7 +540,7 @@ def test_postgres_restarted_while_jobs_run(private_postgres, tmp_path):
     try:
         _start_all(services)
         api, workers = services[0], services[2:]
-        headers = _token(api.url, client)
+        headers = bearer_headers(api.url, client)
         first_day = (now - timedelta(days=PG_DEMO_DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
         variants = [(fmt, scope) for scope in ("views", "sessions") for fmt in ("CSV", "JSONL")]
         back_after: list[float] = []
@@ -695,7 +690,7 @@ def test_success_commit_whose_answer_is_lost_keeps_its_files(private_postgres, t
     engine = _make_engine(env["DATAEXPORT_DATABASE_URL"])
     try:
         _start_all(services)
-        headers = _token(api.url, client)
+        headers = bearer_headers(api.url, client)
         job_id = _create_job(api.url, headers, _once_job("answer lost", "CSV", "views", start, end))
 
         def ended() -> bool:
@@ -817,7 +812,7 @@ def test_disk_full_while_writing_a_part(disk_fault, tmp_path):
             ballast = mount / "ballast"
             free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
             ballast.write_bytes(b"\0" * (free - TMPFS_LEFT_FREE))
-        headers = _token(api.url, client)
+        headers = bearer_headers(api.url, client)
         job_id = _create_job(api.url, headers, _once_job("disk full", "JSONL", "views", first_day, end))
         runs_url = f"{api.url}/v1/exports/{job_id}/runs"
         run_id = httpx.get(runs_url, headers=headers).json()["payload"][0]["jobRunId"]

@@ -33,6 +33,7 @@ from processes import (
     NaturalKey,
     Service,
     answers,
+    bearer_headers,
     busy_worker,
     cli_json,
     service_env,
@@ -162,21 +163,6 @@ def cluster(tmp_path, s3_server):
         for each in services:
             each.stop()
         drop_pg_database(pg_url)
-
-
-def _token(url: str, client: dict) -> dict[str, str]:
-    answer = httpx.post(
-        f"{url}/v1/oauth/token",
-        data={
-            "client_id": client["client_id"],
-            "client_secret": client["client_secret"],
-            "grant_type": "client_credentials",
-            "scope": "data-export",
-        },
-        timeout=10,
-    )
-    assert answer.status_code == 200, answer.text
-    return {"Authorization": f"Bearer {answer.json()['access_token']}"}
 
 
 # ---------------------------------------------------------------- ingest, with one replica killed
@@ -390,7 +376,7 @@ def test_scale_out_with_no_shared_filesystem(cluster, s3_server):
     from dataexport.metadata.db import make_engine
 
     began = time.monotonic()
-    headers = _token(cluster.apis[1].url, cluster.client)
+    headers = bearer_headers(cluster.apis[1].url, cluster.client)
     fields = httpx.get(f"{cluster.apis[0].url}/v1/exportable-fields?scope=views", headers=headers, timeout=30)
     assert fields.status_code == 200, fields.text
     assert set(NATURAL_KEY) <= {f["name"] for f in fields.json()["payload"]}

@@ -93,7 +93,7 @@ def pg_url():
 @pytest.fixture
 def cluster(tmp_path, pg_url, s3_server):
     """Seeded data, then 2 APIs + 1 scheduler + 2 workers; yields (apis, workers, scheduler, client, pg_url)."""
-    from dataexport.warehouse.demo import generate
+    from dataexport.demo.generate import generate
     from dataexport.warehouse.embedded import EmbeddedWarehouse
 
     data_dir, log_dir = tmp_path / "data", tmp_path / "logs"

@@ -52,8 +52,8 @@ def test_a_failure_after_the_first_batch_keeps_its_verdict(conn):
     """The export's error translation (export_read._translated) sees through pyarrow's OSError: a query error
     that the same data repeats is permanent, not retried as an unknown failure."""
     from dataexport.errors import PermanentExtractionError
+    from dataexport.query.export_read import _translated
     from dataexport.warehouse.backend import ReadLimits
-    from dataexport.warehouse.export_read import _translated
 
     reader = stream_arrow(conn, LATE_ERROR, [10_000_000, 20_000_000], 1000)
     reader.read_next_batch()

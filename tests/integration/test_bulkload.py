@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataexport.errors import ValidationFailed
-from dataexport.warehouse import bulkload, load_workers
-from dataexport.warehouse.bulkload import load_files
+from dataexport.ingest import bulkload, load_workers
+from dataexport.ingest.bulkload import load_files
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA, PARTITION_ROOT
 
@@ -234,7 +234,7 @@ def test_the_worker_server_starts_early_only_for_loads_that_use_workers(tmp_path
         f.truncate(load_workers.PARALLEL_MIN_BYTES)  # sparse: only its size counts here
     code = (
         "import sys; from pathlib import Path; from multiprocessing import forkserver; "
-        "from dataexport.warehouse.load_workers import start_worker_server; "
+        "from dataexport.ingest.load_workers import start_worker_server; "
         "start_worker_server([Path(sys.argv[1])], preload=('json',)); "
         "print(forkserver._forkserver._forkserver_pid is not None)"
     )

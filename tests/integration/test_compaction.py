@@ -12,11 +12,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from dataexport.warehouse import compaction, durable
-from dataexport.warehouse.compaction import compact, compact_partition
-from dataexport.warehouse.hits import validate_hits
-from dataexport.warehouse.layout import partition_dir, partition_files
-from dataexport.warehouse.store import PageviewStore
+from dataexport.ingest.hits import validate_hits
+from dataexport.warehouse.embedded import compaction, durable
+from dataexport.warehouse.embedded.compaction import compact, compact_partition
+from dataexport.warehouse.embedded.layout import partition_dir, partition_files
+from dataexport.warehouse.embedded.store import PageviewStore
 
 DAY = date(2026, 3, 1)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import duckdb
 
-from dataexport.warehouse.demo import generate
+from dataexport.demo.generate import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
-from dataexport.warehouse.layout import partition_files
+from dataexport.warehouse.embedded.layout import partition_files
 from dataexport.warehouse.schema import PARTITION_ROOT
 
 NOW = datetime(2026, 3, 18, 15, 45, tzinfo=UTC)

@@ -23,11 +23,13 @@ import pytest
 
 from dataexport.catalog import fields_for
 from dataexport.config import Settings
+from dataexport.demo.generate import generate
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
+from dataexport.ingest.hits import validate_hits
+from dataexport.query.export_read import ExportRequest, open_export
 from dataexport.warehouse.backend import ReadLimits, Warehouse, open_warehouse
 from dataexport.warehouse.batches import IdempotencyKeyReused, StoredBatch, as_stored_table
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.ducklake import (
     PAGEVIEWS,
     DuckLakeSpec,
@@ -38,8 +40,6 @@ from dataexport.warehouse.ducklake import (
     libpq_conninfo,
 )
 from dataexport.warehouse.embedded import EmbeddedWarehouse
-from dataexport.warehouse.export_read import ExportRequest, open_export
-from dataexport.warehouse.hits import validate_hits
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from support import create_pg_database, drop_pg_database, free_port, postgres_available
 

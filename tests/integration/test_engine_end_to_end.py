@@ -13,11 +13,11 @@ import duckdb
 import httpx
 import pytest
 
+from dataexport.demo.generate import generate
 from dataexport.domain.enums import RunState
 from dataexport.engine import scheduler
 from dataexport.engine.worker import Worker
 from dataexport.storage.s3 import S3Storage
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import create, example_once, make_segment, two_closed_days
 

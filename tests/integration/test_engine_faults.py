@@ -29,6 +29,7 @@ from sqlalchemy import select
 
 from dataexport.catalog import fields_for
 from dataexport.config import Settings
+from dataexport.demo.generate import generate
 from dataexport.domain.enums import DeviceLabel, Format, Frequency, Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.jobspec import JobSpec
@@ -38,7 +39,6 @@ from dataexport.errors import StorageError
 from dataexport.metadata.db import transaction
 from dataexport.metadata.models import ExportJob, JobRun, Project, RunFile
 from dataexport.storage import LocalStorage, build_storage
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from support import SettableClock
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from dataexport.catalog import fields_for
+from dataexport.demo.generate import generate
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
+from dataexport.ingest.hits import session_id_of, user_id_of
+from dataexport.query.export_read import ExportRequest, open_export
 from dataexport.warehouse.backend import ReadLimits
-from dataexport.warehouse.compaction import compact_partition
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
-from dataexport.warehouse.export_read import ExportRequest, open_export
-from dataexport.warehouse.hits import session_id_of, user_id_of
+from dataexport.warehouse.embedded.compaction import compact_partition
 
 PROJECT = 3
 DAY1 = datetime(2026, 3, 9, tzinfo=UTC)

@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 
 from dataexport import admin
 from dataexport.config import Settings
+from dataexport.demo.generate import generate
 from dataexport.domain.enums import DeviceLabel, Format, Frequency, JobState, RunState, Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.jobspec import JobSpec
@@ -29,7 +30,6 @@ from dataexport.metadata.db import transaction
 from dataexport.metadata.models import ExportJob, JobRun, Project
 from dataexport.metadata.repositories import work
 from dataexport.storage import build_storage
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import example_daily, example_once
 from support import SettableClock

@@ -38,11 +38,11 @@ from schemathesis.specs.openapi.checks import (
 from dataexport import admin
 from dataexport.api.app import build_context, create_app
 from dataexport.config import Settings
+from dataexport.demo.generate import generate
 from dataexport.engine.worker import Worker
 from dataexport.errors import ValidationFailed
+from dataexport.ingest.bulkload import load_files
 from dataexport.metadata.db import transaction
-from dataexport.warehouse.bulkload import load_files
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import example_daily, example_once
 from support import ThreadedServer

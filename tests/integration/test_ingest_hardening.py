@@ -22,10 +22,10 @@ import duckdb
 import pytest
 from sqlalchemy import update
 
+from dataexport.ingest.bulkload import load_files
+from dataexport.ingest.hits_columnar import HitWindow
 from dataexport.metadata.models import Project
-from dataexport.warehouse.bulkload import load_files
 from dataexport.warehouse.embedded import EmbeddedWarehouse
-from dataexport.warehouse.hits_columnar import HitWindow
 from processes import Service, answers, service_env, wait_until
 from support import free_port
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 import duckdb
 
 from dataexport import admin
+from dataexport.demo.generate import generate
 from dataexport.engine.maintenance import run_maintenance
 from dataexport.metadata.db import transaction
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from dataexport.config import Settings
+from dataexport.demo.generate import generate
 from dataexport.warehouse.backend import open_warehouse
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.migrate import migrate_project
 from processes import cli_json, service_env

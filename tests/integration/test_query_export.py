@@ -15,8 +15,8 @@ import pytest
 from dataexport.catalog import fields_for
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
-from dataexport.warehouse.layout import partition_dir, partition_files
-from dataexport.warehouse.query import build_export_query
+from dataexport.query.export_sql import build_export_query
+from dataexport.warehouse.embedded.layout import partition_dir, partition_files
 from dataexport.warehouse.relations import parquet_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 

@@ -12,8 +12,8 @@ import pytest
 from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
-from dataexport.warehouse.layout import partition_dir
-from dataexport.warehouse.query import build_export_query
+from dataexport.query.export_sql import build_export_query
+from dataexport.warehouse.embedded.layout import partition_dir
 from dataexport.warehouse.relations import parquet_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 

@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 
 from dataexport.domain.retention import expired_before
-from dataexport.warehouse.hits import validate_hits
-from dataexport.warehouse.layout import partition_dir
-from dataexport.warehouse.retention import sweep
-from dataexport.warehouse.store import PageviewStore
+from dataexport.ingest.hits import validate_hits
+from dataexport.warehouse.embedded.layout import partition_dir
+from dataexport.warehouse.embedded.retention import sweep
+from dataexport.warehouse.embedded.store import PageviewStore
 
 NOW = datetime(2026, 3, 20, 9, 30, tzinfo=UTC)
 

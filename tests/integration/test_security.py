@@ -12,8 +12,8 @@ import httpx
 import jwt
 import pytest
 
+from dataexport.demo.generate import generate
 from dataexport.engine.worker import Worker
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import create, example_once, make_segment, two_closed_days
 

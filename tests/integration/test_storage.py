@@ -23,6 +23,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import text
 
 from dataexport.config import Settings
+from dataexport.demo.generate import generate
 from dataexport.engine.worker import Worker
 from dataexport.errors import NotFound, StorageError, ValidationFailed
 from dataexport.storage import (
@@ -36,7 +37,6 @@ from dataexport.storage import (
     signed_file_response,
 )
 from dataexport.storage.http import READ_AT_ONCE
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from examples import create, example_once, two_closed_days
 from support import S3Server

@@ -17,9 +17,9 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from dataexport.warehouse.hits import validate_hits
+from dataexport.ingest.hits import validate_hits
+from dataexport.warehouse.embedded.store import PageviewStore
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA, PARTITION_ROOT
-from dataexport.warehouse.store import PageviewStore
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -170,9 +170,9 @@ CHILD_PRELUDE = """
 import os, sys
 from pathlib import Path
 sys.path.insert(0, {src!r})
-from dataexport.warehouse.hits import validate_hits
-from dataexport.warehouse import store as store_module
-from dataexport.warehouse.store import PageviewStore
+from dataexport.ingest.hits import validate_hits
+from dataexport.warehouse.embedded import store as store_module
+from dataexport.warehouse.embedded.store import PageviewStore
 root = Path(sys.argv[1])
 def hit(user, view, day):
     return {{"user_id_unhashed": user, "session_number": 1, "session_time": f"2026-03-{{day:02d}}T10:00:00Z",
@@ -353,7 +353,7 @@ def test_io_error_after_the_commit_point_is_finished_by_the_next_store(tmp_path,
 def test_retries_are_recognised_for_two_log_days_and_memory_keeps_only_those(tmp_path, monkeypatch):
     from datetime import date
 
-    from dataexport.warehouse import store as store_module
+    from dataexport.warehouse.embedded import store as store_module
 
     day = {"today": date(2026, 3, 1)}
     monkeypatch.setattr(store_module, "_today", lambda: day["today"])
@@ -375,7 +375,7 @@ def test_retries_are_recognised_for_two_log_days_and_memory_keeps_only_those(tmp
 def test_old_batch_log_segments_are_pruned(tmp_path, monkeypatch):
     from datetime import date
 
-    from dataexport.warehouse import store as store_module
+    from dataexport.warehouse.embedded import store as store_module
 
     batches = tmp_path / "_store" / "batches"
     for i, day in enumerate((date(2026, 2, 1), date(2026, 2, 20), date(2026, 2, 25), date(2026, 3, 1))):
@@ -422,7 +422,7 @@ with PageviewStore(root) as store:
 def test_two_batches_racing_under_one_key_store_one_and_refuse_the_other(tmp_path):
     # Both pass the check before staging (neither is committed yet); the commit lock decides.
     from dataexport.warehouse.batches import IdempotencyKeyReused
-    from dataexport.warehouse.store import stage
+    from dataexport.warehouse.embedded.store import stage
 
     with PageviewStore(tmp_path) as store:
         first = stage(1, validate_hits([full_hit("a", 1)]).rows, store.staging, batch_key="k", now=NOW)

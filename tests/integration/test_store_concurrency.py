@@ -13,8 +13,8 @@ from pathlib import Path
 
 import duckdb
 
+from dataexport.warehouse.embedded.store import PageviewStore
 from dataexport.warehouse.schema import PARTITION_ROOT
-from dataexport.warehouse.store import PageviewStore
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 PROCESSES, ROUNDS, VIEWS = 5, 50, 4
@@ -26,8 +26,8 @@ PROCESSES, ROUNDS, VIEWS = 5, 50, 4
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from dataexport.warehouse.hits import validate_hits
-    from dataexport.warehouse.store import PageviewStore
+    from dataexport.ingest.hits import validate_hits
+    from dataexport.warehouse.embedded.store import PageviewStore
 
     root, name, rounds, views = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 

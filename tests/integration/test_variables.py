@@ -9,11 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataexport.errors import ValidationFailed
+from dataexport.query.variables import list_custom_vars, list_dynamic_var_keys
 from dataexport.warehouse.backend import ReadLimits
 from dataexport.warehouse.embedded import EmbeddedWarehouse
-from dataexport.warehouse.layout import partition_dir
+from dataexport.warehouse.embedded.layout import partition_dir
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from dataexport.warehouse.variables import list_custom_vars, list_dynamic_var_keys
 
 T0 = datetime(2026, 2, 14, 10, tzinfo=UTC)
 MONTH = (T0 - timedelta(days=30), T0 + timedelta(days=1))

@@ -18,14 +18,14 @@ from datetime import UTC, date, datetime, timedelta
 import pyarrow as pa
 import pytest
 
+from dataexport.demo.generate import generate
 from dataexport.domain.enums import Scope
+from dataexport.query.variables import list_custom_vars, list_dynamic_var_keys
 from dataexport.warehouse.backend import MaintenanceReport, Warehouse
 from dataexport.warehouse.batches import IdempotencyKeyReused, as_stored_table
-from dataexport.warehouse.demo import generate
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.relations import empty_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from dataexport.warehouse.variables import list_custom_vars, list_dynamic_var_keys
 from support import create_pg_database, drop_pg_database, postgres_available
 from warehouse_backends import (
     BACKENDS,

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from dataexport.warehouse.bulkload import as_hit
-from dataexport.warehouse.demo import draw_sessions
-from dataexport.warehouse.demo_views import build_views
-from dataexport.warehouse.hits import validate_hits
+from dataexport.demo.generate import draw_sessions
+from dataexport.demo.views import build_views
+from dataexport.ingest.bulkload import as_hit
+from dataexport.ingest.hits import validate_hits
 
 NOW = datetime(2026, 3, 18, 15, 45, tzinfo=UTC)  # a Wednesday afternoon
 

@@ -31,13 +31,13 @@ from dataexport.domain.jobspec import parse_job_spec
 from dataexport.domain.segment_filter import OPS, parse_segment_filter, to_json
 from dataexport.domain.timeparse import MAX_YEAR, MIN_YEAR, format_instant, parse_instant
 from dataexport.errors import ValidationFailed
+from dataexport.ingest.hits import validate_hit, validate_hits
+from dataexport.ingest.hits_rules import DERIVED, NESTED, SCALARS
+from dataexport.ingest.requests import MAX_HITS_PER_REQUEST, parse_hits
 from dataexport.security.tokens import TokenVerifier
 from dataexport.storage.http import MAX_RANGE_HEADER, Unsatisfiable, parse_range
 from dataexport.storage.keys import MAX_KEY_LENGTH, validate_key
 from dataexport.storage.signing import Verdict, sign, verify
-from dataexport.warehouse.hits import validate_hit, validate_hits
-from dataexport.warehouse.hits_rules import DERIVED, NESTED, SCALARS
-from dataexport.warehouse.ingest import MAX_HITS_PER_REQUEST, parse_hits
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 NOW = datetime(2026, 6, 15, 12, tzinfo=UTC)

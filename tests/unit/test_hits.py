@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from dataexport.warehouse.hits import HitError, session_id_of, user_id_of, validate_hit, validate_hits
-from dataexport.warehouse.hits_rules import MAX_DYNAMIC_KEYS
+from dataexport.ingest.hits import HitError, session_id_of, user_id_of, validate_hit, validate_hits
+from dataexport.ingest.hits_rules import MAX_DYNAMIC_KEYS
 
 
 def hit(**overrides) -> dict:

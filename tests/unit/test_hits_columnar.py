@@ -10,16 +10,16 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataexport.warehouse.batches import as_stored_table, content_fingerprint
-from dataexport.warehouse.hits import validate_hits
-from dataexport.warehouse.hits_columnar import (
+from dataexport.ingest.hits import validate_hits
+from dataexport.ingest.hits_columnar import (
     HitWindow,
     refuse_outside,
     session_days,
     validate_batch,
     validate_to_table,
 )
-from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
+from dataexport.ingest.hits_msgspec import decode_batch, decode_lines
+from dataexport.warehouse.batches import as_stored_table, content_fingerprint
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -280,7 +280,7 @@ def test_iso_instants_are_read_as_python_reads_them(instants):
 
 
 def test_common_iso_shapes_are_parsed_column_wise(monkeypatch):
-    from dataexport.warehouse import hits_msgspec
+    from dataexport.ingest import hits_msgspec
 
     def one_by_one(values):
         raise AssertionError(f"per-value parse of {values}")

@@ -12,9 +12,9 @@ from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.errors import ValidationFailed
-from dataexport.warehouse.query import build_export_query
+from dataexport.query.export_sql import build_export_query
+from dataexport.query.slices import SessionSlice
 from dataexport.warehouse.relations import empty_source, parquet_source
-from dataexport.warehouse.slices import SessionSlice
 
 START, END = datetime(2026, 2, 14, tzinfo=UTC), datetime(2026, 2, 15, tzinfo=UTC)
 EVIL = "x'); DROP TABLE t; --"

@@ -18,7 +18,7 @@ from dataexport.domain.segment_filter import (
     to_json,
 )
 from dataexport.errors import ValidationFailed
-from dataexport.warehouse.segments_sql import compile_segment_filter
+from dataexport.query.segments_sql import compile_segment_filter
 
 EXAMPLE = {
     "all": [

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dataexport.warehouse.backend import RowGroup
-from dataexport.warehouse.slices import (
+from dataexport.query.slices import (
     USER_ID_SPACE,
     Partition,
     ReadSlice,
@@ -20,6 +19,7 @@ from dataexport.warehouse.slices import (
     sorted_user_id_slices,
     user_id_slices,
 )
+from dataexport.warehouse.backend import RowGroup
 
 DAY = datetime(2026, 2, 14, tzinfo=UTC)
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dataexport.domain.enums import Format
+from dataexport.query.export_read import ExportRequest, open_export
+from dataexport.query.export_sql import Output
 from dataexport.warehouse.backend import ReadLimits, Warehouse
-from dataexport.warehouse.export_read import ExportRequest, open_export
-from dataexport.warehouse.query import Output
 from dataexport.writers import PartInfo, write_parts
 
 

@@ -32,8 +32,8 @@ from dataexport.metadata.db import transaction
 from dataexport.metadata.models import ExportJob, JobRun, RunFile
 from dataexport.metadata.repositories import segments as segments_repo
 from dataexport.metadata.repositories import tenants, work
+from dataexport.query.export_read import ExportRequest
 from dataexport.warehouse.backend import Warehouse, open_warehouse
-from dataexport.warehouse.export_read import ExportRequest
 from dataexport.writers import PartInfo, part_file_name
 
 log = structlog.get_logger()

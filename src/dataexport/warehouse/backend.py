@@ -1,7 +1,7 @@
 """The warehouse interface: what the ingest path, bulk load, the demo, maintenance, the variables endpoints and the
 export read path ask of the store of pageviews, whichever backend holds them.
 
-Two backends implement it: `embedded` (Parquet files under a local directory, warehouse/embedded.py) and
+Two backends implement it: `embedded` (Parquet files under a local directory, warehouse/embedded/) and
 `ducklake` (a DuckLake lakehouse: catalog in PostgreSQL, Parquet on S3 or a directory, warehouse/ducklake.py).
 `open_warehouse(settings)` picks one by `DATAEXPORT_WAREHOUSE`.
 

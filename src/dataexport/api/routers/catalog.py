@@ -21,7 +21,7 @@ from dataexport.api.schemas import (
 from dataexport.domain.enums import Scope
 from dataexport.domain.timeparse import parse_instant
 from dataexport.errors import validation_error
-from dataexport.warehouse import variables
+from dataexport.query import variables
 from dataexport.warehouse.backend import ReadLimits
 
 router = APIRouter(prefix="/v1", tags=["catalog"], responses=ERROR_RESPONSES)

@@ -22,10 +22,10 @@ from dataexport.api.deps import get_context, request_db
 from dataexport.api.envelope import ok
 from dataexport.api.schemas import Envelope, ErrorEnvelope, IngestResultOut
 from dataexport.errors import AuthError, FieldError, ValidationFailed
+from dataexport.ingest.hits_columnar import HitWindow
+from dataexport.ingest.requests import check_request, store_request
 from dataexport.metadata.repositories import tenants
 from dataexport.security.secrets import hash_ingest_key
-from dataexport.warehouse.hits_columnar import HitWindow
-from dataexport.warehouse.ingest import check_request, store_request
 
 router = APIRouter(tags=["ingest"])
 

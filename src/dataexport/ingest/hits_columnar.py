@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataexport.domain.retention import expired_before
-from dataexport.warehouse.hits import HitBatch, HitError, ids_of, validate_hits
-from dataexport.warehouse.hits_rules import (
+from dataexport.ingest.hits import HitBatch, HitError, ids_of, validate_hits
+from dataexport.ingest.hits_rules import (
     CUSTOM_VAR_SCOPES,
     FLOAT,
     INT,

@@ -58,8 +58,8 @@ from dataexport.warehouse.batches import (
     split_by_session_day,
     stored_as_given,
 )
-from dataexport.warehouse.durable import fsync_dir, locked, makedirs_durable, try_lock
-from dataexport.warehouse.layout import partition_dir
+from dataexport.warehouse.embedded.durable import fsync_dir, locked, makedirs_durable, try_lock
+from dataexport.warehouse.embedded.layout import partition_dir
 
 COMPRESSION = "zstd"  # of compacted files (compaction.py): small, with dictionaries and full statistics
 # Files written by `append` live until compaction merges them, so they are written for speed: lz4, no

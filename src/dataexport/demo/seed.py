@@ -11,9 +11,9 @@ from rich.console import Console
 
 from dataexport import admin
 from dataexport.config import Settings
+from dataexport.demo.generate import generate
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
 from dataexport.warehouse.backend import open_warehouse
-from dataexport.warehouse.demo import generate
 
 DEMO_SEGMENTS = {
     "France": {"field": "country_code", "op": "eq", "value": "FR"},

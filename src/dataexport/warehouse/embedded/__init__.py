@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataexport.catalog.sql import Sql
-from dataexport.warehouse import compaction, retention
 from dataexport.warehouse.backend import MaintenanceReport, PreparedBatch, ReadLimits, RowGroup
 from dataexport.warehouse.batches import StoredBatch
 from dataexport.warehouse.duckdb_read import read_connection
-from dataexport.warehouse.layout import partition_dir, partition_files_by_day
+from dataexport.warehouse.embedded import compaction, retention
+from dataexport.warehouse.embedded.layout import partition_dir, partition_files_by_day
+from dataexport.warehouse.embedded.store import PageviewStore, StagedBatch, stage
 from dataexport.warehouse.relations import parquet_source
 from dataexport.warehouse.schema import PARTITION_ROOT
-from dataexport.warehouse.store import PageviewStore, StagedBatch, stage
 
 BATCH_LOG_DAYS = 7  # days of batch-log segments kept (idempotency needs two; the rest helps investigations)
 

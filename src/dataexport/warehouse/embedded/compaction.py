@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataexport.warehouse.arrow_stream import stream_arrow
-from dataexport.warehouse.durable import exchange_dirs, fsync_dir, try_lock_removable, unlock_and_remove
-from dataexport.warehouse.layout import partition_dir
+from dataexport.warehouse.embedded.durable import exchange_dirs, fsync_dir, try_lock_removable, unlock_and_remove
+from dataexport.warehouse.embedded.layout import partition_dir
+from dataexport.warehouse.embedded.store import COMPRESSION, PageviewStore
 from dataexport.warehouse.schema import NATURAL_KEY, PAGEVIEW_SCHEMA, PARTITION_ROOT
-from dataexport.warehouse.store import COMPRESSION, PageviewStore
 
 BATCH_ROWS = 64_000
 

@@ -30,12 +30,12 @@ from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import FieldSpec
 from dataexport.domain.segment_filter import SegmentFilter
 from dataexport.errors import ExtractionError, ExtractionOutOfMemory, PermanentExtractionError
+from dataexport.query.export_sql import Output, build_export_query, build_pageview_count_query
+from dataexport.query.slices import Partition, ReadSlice, SessionSlice, plan_slices
 from dataexport.warehouse.arrow_stream import stream_arrow
 from dataexport.warehouse.backend import PageviewSource, ReadLimits, Warehouse
 from dataexport.warehouse.batches import MS_PER_DAY
-from dataexport.warehouse.query import Output, build_export_query, build_pageview_count_query
 from dataexport.warehouse.relations import empty_source
-from dataexport.warehouse.slices import Partition, ReadSlice, SessionSlice, plan_slices
 
 # Cells (rows x columns) of one Arrow batch: 32k rows of a narrow export, fewer of a wide one, so that the
 # batches in flight stay a few MB whatever the width (32k rows of every field held 100+ MB more at the peak,

@@ -16,10 +16,10 @@ import orjson
 import pyarrow as pa
 
 from dataexport.errors import FieldError, ValidationFailed
+from dataexport.ingest.hits import NOT_JSON, HitBatch, HitError
+from dataexport.ingest.hits_columnar import HitWindow, refuse_outside, session_days, validate_to_table
+from dataexport.ingest.hits_msgspec import decode_batch, decode_lines
 from dataexport.warehouse.backend import PreparedBatch, Warehouse
-from dataexport.warehouse.hits import NOT_JSON, HitBatch, HitError
-from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, session_days, validate_to_table
-from dataexport.warehouse.hits_msgspec import decode_batch, decode_lines
 
 MAX_HITS_PER_REQUEST = 10_000
 MAX_ERRORS_REPORTED = 100

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
-WORKER_MODULE = "dataexport.warehouse.bulkload"  # what the workers run
+WORKER_MODULE = "dataexport.ingest.bulkload"  # what the workers run
 
 
 def default_workers(paths: list[Path]) -> int:

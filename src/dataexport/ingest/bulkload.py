@@ -34,12 +34,12 @@ import pyarrow.parquet as pq
 
 from dataexport.errors import FieldError, ValidationFailed
 from dataexport.gc_tuning import settle_heap
+from dataexport.ingest.hits import HitError, validate_hit
+from dataexport.ingest.hits_columnar import HitWindow, refuse_outside, validate_batch
+from dataexport.ingest.hits_msgspec import decode_lines
+from dataexport.ingest.hits_rules import DERIVED, FLOAT, INT, SCALARS, TS
+from dataexport.ingest.load_workers import default_workers, fork_server
 from dataexport.warehouse.backend import PreparedBatch, Stager, Warehouse
-from dataexport.warehouse.hits import HitError, validate_hit
-from dataexport.warehouse.hits_columnar import HitWindow, refuse_outside, validate_batch
-from dataexport.warehouse.hits_msgspec import decode_lines
-from dataexport.warehouse.hits_rules import DERIVED, FLOAT, INT, SCALARS, TS
-from dataexport.warehouse.load_workers import default_workers, fork_server
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
 CHUNK_ROWS = 20_000  # CSV and Parquet chunks

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from dataexport.warehouse import demo_data as D
+from dataexport.demo import data as D
 from dataexport.warehouse.schema import (
     ADD_TO_CART_ITEM,
     APP_EVENT,
@@ -20,7 +20,7 @@ from dataexport.warehouse.schema import (
 )
 
 if TYPE_CHECKING:
-    from dataexport.warehouse.demo import Sessions
+    from dataexport.demo.generate import Sessions
 
 PAGE_NAMES = [p[0] for p in D.PAGE_TYPES] + ["checkout", "confirmation"]
 DATA_TYPES = [p[1] for p in D.PAGE_TYPES] + ["checkout", "checkout"]

@@ -16,10 +16,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 
-from dataexport.warehouse import demo_data as D
+from dataexport.demo import data as D
+from dataexport.demo.views import build_views
+from dataexport.ingest.hits import session_id_of, user_id_of
 from dataexport.warehouse.backend import Warehouse
-from dataexport.warehouse.demo_views import build_views
-from dataexport.warehouse.hits import session_id_of, user_id_of
 
 MS_PER_DAY = 86_400_000
 

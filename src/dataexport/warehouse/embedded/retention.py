@@ -7,9 +7,9 @@ from datetime import date, datetime
 from pathlib import Path
 
 from dataexport.domain.retention import expired_before
-from dataexport.warehouse.durable import fsync_dir
+from dataexport.warehouse.embedded.durable import fsync_dir
+from dataexport.warehouse.embedded.store import PageviewStore
 from dataexport.warehouse.schema import PARTITION_ROOT
-from dataexport.warehouse.store import PageviewStore
 
 
 def sweep(root: Path, project_id: int, retention_days: int, now: datetime) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from dataexport.warehouse.hits_rules import (
+from dataexport.ingest.hits_rules import (
     CUSTOM_VAR_SCOPES,
     DERIVED,
     EPOCH,

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from msgspec import Meta
 from msgspec.structs import astuple
 
-from dataexport.warehouse.hits import ids_of
-from dataexport.warehouse.hits_rules import (
+from dataexport.ingest.hits import ids_of
+from dataexport.ingest.hits_rules import (
     FLOAT,
     INT,
     MAX_CUSTOM_VAR_KEY,

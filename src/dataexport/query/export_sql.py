@@ -13,7 +13,7 @@ Views get their session's columns from a GROUP BY and a hash join rather than fr
 a window partitions and sorts every pageview by session, a GROUP BY keeps one small state per session
 (measured: the every-field views export ran several times faster, in less memory).
 
-A slice (warehouse/slices.py) narrows pv to the sessions of one key range, so that the aggregate of a
+A slice (query/slices.py) narrows pv to the sessions of one key range, so that the aggregate of a
 large window is computed a bounded part at a time; every session lies wholly in one slice.
 
 Field values are computed under internal names (_c0, _c1...) and renamed only in the outermost select,
@@ -34,8 +34,8 @@ from dataexport.domain.enums import Scope
 from dataexport.domain.fieldspec import CUSTOM_VAR, DYNAMIC_VAR, FieldSpec
 from dataexport.domain.segment_filter import SegmentFilter
 from dataexport.errors import FieldError, ValidationFailed, validation_error
-from dataexport.warehouse.segments_sql import compile_segment_filter
-from dataexport.warehouse.slices import SessionSlice
+from dataexport.query.segments_sql import compile_segment_filter
+from dataexport.query.slices import SessionSlice
 
 Output = Literal["typed", "csv", "jsonl"]
 OUTPUTS = ("typed", "csv", "jsonl")

@@ -1,0 +1,1 @@
+"""The demo: generated traffic of a small shop, and the seeded project `dataexport demo` serves."""

@@ -1,0 +1,1 @@
+"""Collection: hit validation (rules in hits_rules), the HTTP ingest path, bulk load."""

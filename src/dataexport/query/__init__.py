@@ -1,0 +1,1 @@
+"""The read side: export SQL over a warehouse's pageviews, slicing, segments, variables."""
