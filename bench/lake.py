@@ -14,10 +14,7 @@ only its start is changed here, to keep the data of a previous start.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -36,9 +33,6 @@ from support import (  # noqa: E402  (the tests directory is not a package: its 
     PG_ADMIN_URL,
     S3Server,
     SeaweedFS,
-    _die_with_parent,
-    free_ports,
-    weed_binary,
 )
 
 BUCKET = "bench"
@@ -101,68 +95,6 @@ class Lake:
 # ---------------------------------------------------------------- the servers
 
 
-class KeptSeaweedFS(SeaweedFS):
-    """The tests' SeaweedFS, started on the data a previous start left in root/data (the tests' launcher empties
-    it first: a test wants a clean server, a bench its data of last time). The command line is the launcher's."""
-
-    def _start_once(self) -> S3Server:
-        data = self.root / "data"
-        data.mkdir(parents=True, exist_ok=True)
-        config = self.root / "s3.json"
-        identity = {
-            "name": "dataexport-tests",
-            "credentials": [{"accessKey": self.access_key_id, "secretKey": self.secret_access_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }
-        config.write_text(json.dumps({"identities": [identity]}))
-        names = ["master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc"]
-        self.answer_seconds = None
-        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
-        port = self.ports
-        args = [
-            str(weed_binary()),
-            "server",
-            f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={port['master']}",
-            f"-master.port.grpc={port['master.grpc']}",
-            f"-volume.port={port['volume']}",
-            f"-volume.port.grpc={port['volume.grpc']}",
-            "-filer",
-            f"-filer.port={port['filer']}",
-            f"-filer.port.grpc={port['filer.grpc']}",
-            "-s3",
-            f"-s3.port={port['s3']}",
-            f"-s3.port.grpc={port['s3.grpc']}",
-            f"-s3.config={config}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-s3.autoCreateBucket=false",
-            "-master.telemetry=false",
-            "-volume.max=200",
-            "-master.volumeSizeLimitMB=64",
-            "-volume.preStopSeconds=0",
-        ]
-        env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
-        started = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                args,
-                cwd=self.root,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        server = S3Server(f"http://127.0.0.1:{port['s3']}", self.access_key_id, self.secret_access_key)
-        self._wait_ready(server, started)
-        self.startup_seconds = time.monotonic() - started
-        return server
-
-
 def database_for(root: Path) -> str:
     """The catalog database of the lake kept under `root`: the same name for the same directory."""
     digest = hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:12]
@@ -206,7 +138,7 @@ def running_lake(root: Path, *, keep: bool) -> Iterator[Lake]:
     The server is stopped at the end; a fresh (keep=False) database is dropped and the server's data deleted."""
     root = Path(root)
     name = database_for(root) if keep else _fresh_name("lake")
-    weed = (KeptSeaweedFS if keep else SeaweedFS)(root / "seaweedfs")
+    weed = SeaweedFS(root / "seaweedfs", keep_data=keep)
     url = create_database(name)
     try:
         s3 = weed.start()

@@ -192,8 +192,9 @@ class SeaweedFS:
     # its raft bootstrap check (about 1.5-1.9 s) before it elects itself.
     STARTUP_TIMEOUT = 60.0
 
-    def __init__(self, root: Path, *, access_key_id: str = "dataexport-tests") -> None:
+    def __init__(self, root: Path, *, access_key_id: str = "dataexport-tests", keep_data: bool = False) -> None:
         self.root = Path(root)
+        self.keep_data = keep_data  # start on what a previous server left in root/data (a bench's kept data)
         self.access_key_id = access_key_id
         self.secret_access_key = secrets.token_hex(20)
         self.log_path = self.root / "weed.log"
@@ -217,8 +218,9 @@ class SeaweedFS:
     def _start_once(self) -> S3Server:
         self.root.mkdir(parents=True, exist_ok=True)
         data = self.root / "data"
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir()
+        if not self.keep_data:
+            shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(exist_ok=True)
         config = self.root / "s3.json"
         config.write_text(
             json.dumps(
