@@ -75,10 +75,17 @@ PAGEVIEW_OPTIONS: dict[str, tuple[object, str]] = {
     "target_file_size": ("64MB", "64000000"),
 }
 ROW_BATCH = 64 * 1024  # rows per Arrow batch of a scan
-# Memory a merge claims on top of the writes' own: it holds a row group of the merged file, which for wide rows of
+# DuckDB memory the lake's database has when nothing else claims some: catalog queries only. Reads, commits and
+# merges each add their own claim, so that a worker's reads get their limit and no more (a base of the extraction's
+# limit let every read use twice its own).
+CATALOG_MEMORY = 64_000_000
+# Memory a merge claims: it holds a row group of the merged file, which for wide rows of
 # nested lists is more than an extraction's limit (DATAEXPORT_DUCKDB_MEMORY_LIMIT) by default. Measured on demo
 # traffic: the need does not grow with the partition, as the merged file is written one row group at a time.
 MERGE_MEMORY = 1_000_000_000
+# Memory a group commit claims: DuckDB buffers a partition's rows up to a row group before writing them, and a group
+# of wide rows of one day outgrew the extraction's limit (copying 10M demo pageviews into a lake, 100k rows a chunk).
+WRITE_MEMORY = 512_000_000
 # Rows one lake commit may hold, summed over the callers' batches it groups (see group_commit.py): large enough
 # that commits stay few under load, small enough that a group's Arrow tables and files stay a few tens of MB.
 MAX_GROUP_ROWS = 100_000
@@ -124,7 +131,7 @@ class DuckLakeSpec:
     data_path: str  # s3://bucket/prefix/ or an absolute directory, ending with "/"
     s3: S3Access | None
     spill_dir: str  # DuckDB's temp_directory
-    memory_limit: int  # bytes of DuckDB memory for writes and upkeep; each read under way adds its own limit
+    memory_limit: int  # bytes of DuckDB memory for catalog work; reads, commits and merges each add their own claim
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckLakeSpec:
@@ -142,7 +149,7 @@ class DuckLakeSpec:
             data_path=data_path,
             s3=s3,
             spill_dir=str((settings.data_dir / "work" / "duckdb-spill-lake").resolve()),
-            memory_limit=int(settings.duckdb_memory_limit),
+            memory_limit=CATALOG_MEMORY,
         )
 
     def open(self) -> DuckLakeWarehouse:
@@ -472,7 +479,13 @@ class DuckLakeWarehouse:
         a failure of the commit itself fails them all."""
         # Sorted, so that two replicas committing overlapping groups take the batch locks in the same order.
         keys = sorted({self._lock_key("batch", project_id, batch.batch_id) for project_id, batch in group})
-        with self._pg.connection() as pg, pg.transaction(), self._cursor() as cur:
+        with (
+            self._limits.claimed(WRITE_MEMORY),
+            self._pg.connection() as pg,
+            pg.transaction(),
+            self._cursor() as cur,
+        ):
+            cur.execute("SET preserve_insertion_order = false")  # the rows' order in a file is the merge's to set
             for key in keys:  # held until the PostgreSQL transaction ends, after the lake commit
                 pg.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
             # The shared write lock, for the whole transaction: an insert also fails to commit when a DELETE
@@ -576,17 +589,17 @@ class DuckLakeWarehouse:
     # -- upkeep -----------------------------------------------------------------------------------------------
 
     def delete_before(self, project_id: int, day: date) -> int:
+        expired = f"SELECT count(DISTINCT session_day) FROM {PAGEVIEWS} WHERE project_id = ? AND session_day < ?"
+        with self._cursor() as cur:
+            if not _scalar(cur, expired, [project_id, day]):  # the usual case: no ingest waits on a DELETE's lock
+                return 0
         with (
             self._pg.connection() as pg,
             _advisory_lock(pg, self._lock_key("write")),  # exclusive: no insert commits while the DELETE runs
             self._cursor() as cur,
         ):
             cur.begin()
-            days = _scalar(
-                cur,
-                f"SELECT count(DISTINCT session_day) FROM {PAGEVIEWS} WHERE project_id = ? AND session_day < ?",
-                [project_id, day],
-            )
+            days = _scalar(cur, expired, [project_id, day])
             if days:  # whole partitions: their files end, no delete file is written
                 cur.execute(f"DELETE FROM {PAGEVIEWS} WHERE project_id = ? AND session_day < ?", [project_id, day])
             cur.commit()
