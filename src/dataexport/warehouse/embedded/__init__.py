@@ -56,7 +56,9 @@ class EmbeddedWarehouse:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._store: PageviewStore | None = None  # opened on the first write: readers need no staging directory
+        # Opened now, not on the first write: opening finishes the batches a crashed process committed but had not
+        # yet moved into place, which readers must see before any ingest comes.
+        self._store: PageviewStore | None = PageviewStore(self.root)
         self._lock = threading.Lock()
 
     @property
