@@ -77,6 +77,7 @@ def migrate_project(
 def _store_chunk(
     target: Warehouse, project_id: int, day: date, batches: list[pa.RecordBatch], done: DayMigrated
 ) -> None:
+    # In the stored schema before hashing: the chunk's key must not depend on how the source's files spell it.
     table = pa.Table.from_batches(batches).select(PAGEVIEW_SCHEMA.names).cast(PAGEVIEW_SCHEMA)
     stored = target.restore(project_id, table, batch_key=f"migrate:{day.isoformat()}:{content_fingerprint(table)}")
     done.rows += table.num_rows
