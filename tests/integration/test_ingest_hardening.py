@@ -75,6 +75,9 @@ def post(http, tenant, body, **headers):
 # -- a client that sends what httpx will not: a declared length it never sends, a body slower than the deadline --
 
 
+PIECE = 64 * 1024
+
+
 def raw_post(
     port: int,
     headers: dict[str, str],
@@ -94,7 +97,9 @@ def raw_post(
     lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {body_bytes}")
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-    block = b"[" + b" " * (MB - 1)
+    # Small pieces: a blocking sendall of a large one could outlast the server's lingering close on a loaded
+    # machine, and the reset that follows it drops the answer waiting unread in this socket.
+    block = b"[" + b" " * (PIECE - 1)
     sent, answered_at, answer = 0, None, b""
     deadline = time.monotonic() + timeout
     try:
@@ -111,7 +116,7 @@ def raw_post(
                 if b"\r\n\r\n" in answer and _complete(answer):
                     break
             elif writable:
-                size = min(MB, body_bytes - sent, MB if stall_after is None else stall_after - sent)
+                size = min(PIECE, body_bytes - sent, PIECE if stall_after is None else stall_after - sent)
                 piece = block[:size]
                 if chunked:
                     piece = f"{size:x}\r\n".encode() + piece + b"\r\n"
