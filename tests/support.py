@@ -15,11 +15,13 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+import pytest
 import uvicorn
 from sqlalchemy import Engine, text
 
@@ -56,6 +58,21 @@ def create_pg_database() -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return f"{base}/{name}"
+
+
+@contextlib.contextmanager
+def scratch_pg_database() -> Iterator[str]:
+    """A new PostgreSQL database for the block, dropped after it; the test is skipped when PostgreSQL does not answer
+    (failed, when DATAEXPORT_TEST_REQUIRE_POSTGRES says it must)."""
+    if not postgres_available():
+        if os.environ.get("DATAEXPORT_TEST_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (DATAEXPORT_TEST_REQUIRE_POSTGRES) but does not answer")
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 def drop_pg_database(url: str) -> None:

@@ -18,18 +18,15 @@ from dataexport.warehouse.duckdb_extensions import (
     connect,
     extension_file,
 )
-from support import create_pg_database, drop_pg_database, postgres_available
+from support import scratch_pg_database
 
 DAY_1, DAY_2 = date(2026, 3, 1), date(2026, 3, 2)
 
 
 @pytest.fixture
 def catalog_url():
-    if not postgres_available():
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
+    with scratch_pg_database() as url:
+        yield url
 
 
 def offline(tmp_path, **kwargs):

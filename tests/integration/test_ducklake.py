@@ -41,7 +41,7 @@ from dataexport.warehouse.ducklake import (
 )
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from support import create_pg_database, drop_pg_database, free_port, postgres_available
+from support import free_port, scratch_pg_database
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 DAY = date(2026, 3, 1)
@@ -54,11 +54,8 @@ _projects = itertools.count(1)
 
 @pytest.fixture(scope="module")
 def catalog_url():
-    if not postgres_available():
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
+    with scratch_pg_database() as url:
+        yield url
 
 
 def lake_settings(data_dir: Path, catalog_url: str, *, schema: str | None = None, **overrides) -> Settings:

@@ -16,7 +16,7 @@ from dataexport.warehouse.backend import open_warehouse
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.migrate import migrate_project
 from processes import cli_json, service_env
-from support import create_pg_database, drop_pg_database, postgres_available
+from support import scratch_pg_database
 
 NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -56,11 +56,8 @@ def test_rows_of_another_project_are_refused(source, tmp_path):
 
 @pytest.fixture
 def catalog_url():
-    if not postgres_available():
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
+    with scratch_pg_database() as url:
+        yield url
 
 
 def test_the_cli_moves_a_project_into_ducklake_once(tmp_path, catalog_url):

@@ -8,7 +8,6 @@ bucket) per module: a fresh database per test would cost more than the tests.
 
 from __future__ import annotations
 
-import os
 import pickle
 import threading
 import uuid
@@ -26,7 +25,7 @@ from dataexport.warehouse.batches import IdempotencyKeyReused, as_stored_table
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.relations import empty_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
-from support import create_pg_database, drop_pg_database, postgres_available
+from support import scratch_pg_database
 from warehouse_backends import (
     BACKENDS,
     Lake,
@@ -66,13 +65,8 @@ DEMO_DAYS = dict(days=2, sessions_per_day=60, seed=7, now=DEMO_NOW)
 @pytest.fixture(scope="module")
 def lake_catalog():
     """A PostgreSQL database for the module's lake catalogs, dropped at its end."""
-    if not postgres_available():
-        if os.environ.get("DATAEXPORT_TEST_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL is required (DATAEXPORT_TEST_REQUIRE_POSTGRES) but does not answer")
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
-    url = create_pg_database()
-    yield url
-    drop_pg_database(url)
+    with scratch_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
