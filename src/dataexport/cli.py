@@ -36,7 +36,23 @@ def _settings(data_dir: Path | None = None, **overrides) -> Settings:
     settings = Settings()
     if data_dir is not None:
         overrides["data_dir"] = data_dir
-    return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    _check_lake_settings(settings)
+    return settings
+
+
+def _check_lake_settings(settings: Settings) -> None:
+    """Lake settings that describe no lake end the command with one line naming the setting, before any process
+    starts (a worker would otherwise fail only at its first run)."""
+    if settings.warehouse != "ducklake":
+        return
+    from dataexport.warehouse.ducklake import DuckLakeSpec, LakeSettingsError
+
+    try:
+        DuckLakeSpec.from_settings(settings)
+    except LakeSettingsError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _sessions(settings: Settings):

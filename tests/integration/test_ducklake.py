@@ -8,6 +8,8 @@ import json
 import multiprocessing
 import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -41,6 +43,7 @@ from dataexport.warehouse.ducklake import (
 )
 from dataexport.warehouse.embedded import EmbeddedWarehouse
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
+from processes import service_env
 from support import free_port, scratch_pg_database
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -705,3 +708,16 @@ def test_the_catalog_falls_back_to_a_postgresql_database_url(catalog_url, tmp_pa
         assert warehouse.spec.catalog_setting == "DATAEXPORT_DATABASE_URL"
         assert warehouse.append(1, views(3)).rows == 3
         assert pickle.loads(pickle.dumps(warehouse.spec)) == warehouse.spec
+
+
+def test_a_command_with_lake_settings_that_describe_no_lake_ends_with_one_line(tmp_path):
+    env = service_env({"DATAEXPORT_WAREHOUSE": "ducklake", "DATAEXPORT_DATA_DIR": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, "-m", "dataexport.cli", "worker", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "DATAEXPORT_LAKE_CATALOG_URL" in done.stdout and "Traceback" not in done.stdout + done.stderr
