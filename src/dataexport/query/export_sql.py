@@ -36,13 +36,13 @@ from dataexport.domain.segment_filter import SegmentFilter
 from dataexport.errors import FieldError, ValidationFailed, validation_error
 from dataexport.query.segments_sql import compile_segment_filter
 from dataexport.query.slices import SessionSlice
+from dataexport.warehouse.batches import MS_PER_DAY
 
 Output = Literal["typed", "csv", "jsonl"]
 OUTPUTS = ("typed", "csv", "jsonl")
 JSONL_COLUMN = "line"
 
 _SESSION_KEY = "user_id_unhashed, session_number"
-MS_PER_DAY = 86_400_000
 _ISO_MS = "'%Y-%m-%dT%H:%M:%S.%gZ'"
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import duckdb
 
 from dataexport.warehouse.backend import ReadLimits
@@ -25,8 +23,8 @@ def read_config(limits: ReadLimits) -> dict[str, str | bool | int]:
     }
 
 
-def read_connection(limits: ReadLimits, *, extensions: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
-    conn = connect(config=read_config(limits), extensions=extensions)
+def read_connection(limits: ReadLimits) -> duckdb.DuckDBPyConnection:
+    conn = connect(config=read_config(limits), extensions=())
     # Set per connection (DuckDB refuses it as a global option).
     conn.execute(f"SET streaming_buffer_size = '{STREAMING_BUFFER}'")
     return conn
