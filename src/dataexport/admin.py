@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from dataexport.collect import origins
 from dataexport.domain.schedule import validate_time_zone
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.errors import Conflict, NotFound, validation_error
@@ -57,14 +58,39 @@ def create_project(
         retention_days=retention_days,
         ingest_key_hash=secrets.hash_ingest_key(key),
         now=now,
+        tag_id=secrets.new_tag_id(),
     )
     return NewProject(project, key)
 
 
-def rotate_ingest_key(session: Session, project_id: int) -> str:
+def _project(session: Session, project_id: int) -> Project:
     project = tenants.get_project(session, project_id)
     if project is None:
         raise NotFound(f"Project {project_id} not found.")
+    return project
+
+
+def rotate_tag_id(session: Session, project_id: int) -> str:
+    """A new tracking tag id; pages still loading the old one stop being collected at once."""
+    project = _project(session, project_id)
+    project.tag_id = secrets.new_tag_id()
+    return project.tag_id
+
+
+def allow_origin(session: Session, project_id: int, origin: str) -> list[str]:
+    project = _project(session, project_id)
+    project.allowed_origins = origins.with_origin(list(project.allowed_origins or []), origin)
+    return project.allowed_origins
+
+
+def disallow_origin(session: Session, project_id: int, origin: str) -> list[str]:
+    project = _project(session, project_id)
+    project.allowed_origins = origins.without_origin(list(project.allowed_origins or []), origin)
+    return project.allowed_origins
+
+
+def rotate_ingest_key(session: Session, project_id: int) -> str:
+    project = _project(session, project_id)
     key = secrets.new_ingest_key()
     project.ingest_key_hash = secrets.hash_ingest_key(key)
     return key

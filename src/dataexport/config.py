@@ -105,6 +105,20 @@ class Settings(BaseSettings):
         31, ge=1, description="Distinct session days one ingest batch may touch (one partition each)"
     )
 
+    # The tracking tag's collection (GET /tag/<tagId>.js, POST /collect/v1/<tagId>)
+    collect_beacons_per_minute: int = Field(
+        600,
+        ge=1,
+        description="Beacons a minute one client address may send for one tag id, on average (a visitor sends one "
+        "per pageview; offices and mobile carriers put many visitors behind one address)",
+    )
+    collect_burst: int = Field(120, ge=1, description="Beacons one client address may send at once")
+    geoip_dir: Path | None = Field(
+        Path(".cache/geoip"),
+        description="Directory of the DB-IP City Lite .mmdb files (`make geoip` fetches them); without them "
+        "city and country_code stay empty",
+    )
+
     # Engine
     api_processes: int = Field(
         1,
@@ -159,6 +173,14 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines)")
+
+    @property
+    def served_url(self) -> str:
+        """The base URL clients reach this server at: public_base_url, else the address `serve` listens on."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def resolved_database_url(self) -> str:

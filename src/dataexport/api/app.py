@@ -15,7 +15,7 @@ from dataexport.api.envelope import install_error_handlers
 from dataexport.api.http_guards import install_http_guards
 from dataexport.api.observability import install_observability
 from dataexport.api.query_guard import single_valued_query
-from dataexport.api.routers import catalog, exports, files, health, ingest, oauth, segments
+from dataexport.api.routers import catalog, collect, exports, files, health, ingest, oauth, segments
 from dataexport.clock import Clock, system_clock
 from dataexport.config import Settings
 from dataexport.engine.runtime import background_for
@@ -108,10 +108,11 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     app.state.db_slots = asyncio.Semaphore(ctx.db_request_slots)
     app.state.db_executor = _db_executor(ctx)
     app.state.ingest_gate = asyncio.Semaphore(ingest.INGEST_BATCHES_AT_ONCE)
+    app.state.collection = collect.Collection(ctx.settings)
     install_error_handlers(app)
     install_http_guards(app, ctx)  # before: it runs inside the observability middleware
     install_observability(app, ctx)
-    for module in (oauth, exports, catalog, segments, files, ingest, health):
+    for module in (oauth, exports, catalog, segments, files, ingest, collect, health):
         app.include_router(module.router)
     return app
 

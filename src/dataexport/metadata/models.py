@@ -33,6 +33,11 @@ class Project(Base):
     retention_days: Mapped[int] = mapped_column(Integer, default=395)
     # Ingest keys are secrets: only a fast hash (SHA-256 of a 256-bit random key) is kept.
     ingest_key_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
+    # The tracking tag's id: public (it is in every instrumented page), so kept as is; rotating it cuts off the
+    # pages that still use the old one. Unique, so a collected beacon finds its project with one indexed read.
+    tag_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    # Origins ("https://shop.example") whose pages may send beacons for this project; none until one is allowed.
+    allowed_origins: Mapped[list | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

@@ -89,5 +89,10 @@ def new_ingest_key() -> str:
     return "ik_" + secrets.token_urlsafe(32)
 
 
+def new_tag_id() -> str:
+    """A tracking tag's id: public, so random only to be unguessable as a project's id is not (64 bits)."""
+    return secrets.token_hex(8)
+
+
 def hash_ingest_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()

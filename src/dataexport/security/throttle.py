@@ -141,3 +141,43 @@ class FailureThrottle:
         if excess > 0:
             for key in list(self._keys)[:excess]:
                 del self._keys[key]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    last: float
+
+
+class RequestRate:
+    """A token bucket per key: `per_minute` requests a minute on average, `burst` at once. Pure, time given.
+
+    For endpoints anyone may call (the tag's collection): every request counts, not only failures. At most
+    `max_keys` keys are held (the least recently seen go first, and a forgotten key starts with a full bucket), so
+    under a flood of addresses it errs towards letting requests through rather than growing.
+    """
+
+    def __init__(self, *, per_minute: int, burst: int, max_keys: int = 100_000) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_keys = max_keys
+        self._buckets: dict[object, _Bucket] = {}  # in order of last request, oldest first
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: object, now: float) -> Verdict:
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = _Bucket(self.burst, now)
+        else:
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.last) * self.rate)
+            bucket.last = now
+        self._buckets[key] = bucket
+        if len(self._buckets) > self.max_keys:
+            for old in list(self._buckets)[: len(self._buckets) - self.max_keys * 9 // 10]:
+                del self._buckets[old]
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return ALLOWED
+        return Verdict(False, max(1, math.ceil((1.0 - bucket.tokens) / self.rate)))

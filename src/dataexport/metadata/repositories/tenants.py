@@ -30,8 +30,11 @@ def create_project(
     retention_days: int,
     ingest_key_hash: str | None,
     now: datetime,
+    tag_id: str | None = None,
 ) -> Project:
     project = Project(
+        tag_id=tag_id,
+        allowed_origins=[],
         account_id=account_id,
         name=name,
         timezone=timezone,
@@ -62,6 +65,16 @@ _PROJECT_ID_BY_KEY_HASH = select(_projects.c.id).where(_projects.c.ingest_key_ha
 
 def project_id_by_ingest_key_hash(conn: Connection, key_hash: str) -> int | None:
     return conn.execute(_PROJECT_ID_BY_KEY_HASH, {"key_hash": key_hash}).scalar()
+
+
+_PROJECT_BY_TAG_ID = select(_projects.c.id, _projects.c.retention_days, _projects.c.allowed_origins).where(
+    _projects.c.tag_id == bindparam("tag_id")
+)
+
+
+def project_by_tag_id(conn: Connection, tag_id: str):
+    """(id, retention_days, allowed_origins) of the project whose tracking tag this is, or None."""
+    return conn.execute(_PROJECT_BY_TAG_ID, {"tag_id": tag_id}).first()
 
 
 def count_clients(session: Session, *, account_id: int | None = None, project_id: int | None = None) -> int:
