@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,17 +116,130 @@ def projects_create(
                 "timezone": timezone,
                 "retention_days": retention_days,
                 "ingest_key": new.ingest_key,
+                "tag_id": new.project.tag_id,
             }
 
+    settings = _settings(data_dir)
     out = _run(work)
+    out["tag_snippet"] = _tag_snippet(settings, out["tag_id"])
     _emit(
         as_json,
         out,
         [
             f"project_id={out['project_id']} account_id={out['account_id']}",
             f"ingest_key={out['ingest_key']}  (shown once: store it now)",
+            f"tag_id={out['tag_id']}  (public); paste into every page, then allow the site's origin with",
+            f"  dataexport projects allow-origin --project {out['project_id']} --origin https://your.site",
+            out["tag_snippet"],
         ],
     )
+
+
+def _tag_snippet(settings: Settings, tag_id: str | None) -> str:
+    from dataexport.collect.tagscript import snippet
+
+    return snippet(f"{settings.served_url}/tag/{tag_id}.js") if tag_id else ""
+
+
+def _project_row(settings: Settings, project) -> dict:
+    return {
+        "project_id": project.id,
+        "account_id": project.account_id,
+        "name": project.name,
+        "timezone": project.timezone,
+        "retention_days": project.retention_days,
+        "tag_id": project.tag_id,
+        "allowed_origins": list(project.allowed_origins or []),
+        "tag_snippet": _tag_snippet(settings, project.tag_id),
+    }
+
+
+@projects_app.command("list")
+def projects_list(
+    account: int | None = typer.Option(None, "--account", help="Only this account's projects"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """List projects with their tracking tag id, allowed origins and the snippet to paste into pages."""
+    from dataexport.metadata.db import transaction
+    from dataexport.metadata.repositories import tenants
+
+    settings = _settings(data_dir)
+
+    def work():
+        with transaction(_sessions(settings)) as session:
+            return [_project_row(settings, p) for p in tenants.list_projects(session, account)]
+
+    rows = _run(work)
+    if as_json:
+        typer.echo(json.dumps({"projects": rows}))
+        return
+    for r in rows:
+        origins = ", ".join(r["allowed_origins"]) or "none: collection is refused until one is allowed"
+        console.print(
+            f"[bold]project {r['project_id']}[/bold] {r['name']} (account {r['account_id']}, {r['timezone']}, "
+            f"{r['retention_days']} days)",
+            highlight=False,
+        )
+        console.print(f"  tag_id={r['tag_id']}  allowed origins: {origins}", highlight=False)
+        console.print("  " + r["tag_snippet"].replace("\n", "\n  "), highlight=False, markup=False)
+
+
+def _origins_command(project: int, origin: str, as_json: bool, data_dir: Path | None, allow: bool) -> None:
+    from dataexport import admin
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            change = admin.allow_origin if allow else admin.disallow_origin
+            return {"project_id": project, "allowed_origins": change(session, project, origin)}
+
+    out = _run(work)
+    _emit(as_json, out, [f"allowed origins: {', '.join(out['allowed_origins']) or 'none'}"])
+
+
+ORIGIN_OPT = typer.Option(..., "--origin", help="scheme://host[:port] of the site's pages, e.g. https://shop.example")
+
+
+@projects_app.command("allow-origin")
+def projects_allow_origin(
+    project: int = typer.Option(..., "--project"),
+    origin: str = ORIGIN_OPT,
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Let pages of an origin send the project's tag beacons (CORS and the collection check)."""
+    _origins_command(project, origin, as_json, data_dir, allow=True)
+
+
+@projects_app.command("disallow-origin")
+def projects_disallow_origin(
+    project: int = typer.Option(..., "--project"),
+    origin: str = ORIGIN_OPT,
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Stop taking beacons from pages of an origin (within seconds in every API process)."""
+    _origins_command(project, origin, as_json, data_dir, allow=False)
+
+
+@projects_app.command("rotate-tag-id")
+def projects_rotate_tag_id(
+    project: int = typer.Option(..., "--project"), as_json: bool = JSON_OPT, data_dir: Path | None = DATA_DIR_OPT
+):
+    """Give the project a new tag id; pages with the old snippet stop being collected within seconds."""
+    from dataexport import admin
+    from dataexport.metadata.db import transaction
+
+    settings = _settings(data_dir)
+
+    def work():
+        with transaction(_sessions(settings)) as session:
+            return {"project_id": project, "tag_id": admin.rotate_tag_id(session, project)}
+
+    out = _run(work)
+    out["tag_snippet"] = _tag_snippet(settings, out["tag_id"])
+    _emit(as_json, out, [f"tag_id={out['tag_id']}", out["tag_snippet"]])
 
 
 @projects_app.command("rotate-ingest-key")
@@ -504,16 +618,42 @@ def demo(
     host: str | None = typer.Option(None, "--host"),
     port: int | None = typer.Option(None, "--port"),
     serve_after: bool = typer.Option(True, "--serve/--no-serve", help="Serve the API once seeded"),
+    shop_port: int | None = typer.Option(None, "--shop-port", help="Port of the demo shop (default: the API's + 1)"),
     data_dir: Path | None = DATA_DIR_OPT,
 ):
-    """Reset the data dir, seed a demo project with realistic traffic, print credentials, then serve."""
+    """Reset the data dir, seed a demo project with realistic traffic, print credentials, then serve the API and,
+    on a second origin, a demo shop instrumented with the project's tag."""
     from dataexport.demo.seed import seed_demo
 
-    settings = _settings(data_dir, host=host, port=port)
+    # A visitor of the demo shop wants to see their visit exported soon: unless set, sessions are given one
+    # minute to end (not 30) before a range that reaches the present is exported.
+    timeout = None if "DATAEXPORT_SESSION_TIMEOUT_MINUTES" in os.environ else DEMO_SESSION_TIMEOUT_MINUTES
+    settings = _settings(data_dir, host=host, port=port, session_timeout_minutes=timeout)
+    shop_port = shop_port or settings.port + 1
+    shop_host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    shop_url = f"http://{shop_host}:{shop_port}"
     shutil.rmtree(settings.data_dir, ignore_errors=True)
-    seed_demo(settings, days=days, sessions_per_day=sessions_per_day, seed=seed, console=console)
+    out = seed_demo(
+        settings, days=days, sessions_per_day=sessions_per_day, seed=seed, console=console, shop_url=shop_url
+    )
     if serve_after:
+        _serve_shop(settings.host, shop_port, f"{settings.served_url}/tag/{out['tag_id']}.js")
         _serve(settings)
+
+
+DEMO_SESSION_TIMEOUT_MINUTES = 1
+
+
+def _serve_shop(host: str, port: int, tag_src: str) -> None:
+    """The demo shop in a thread of this process (uvicorn leaves signals to the main thread's server, the API's)."""
+    import threading
+
+    import uvicorn
+
+    from dataexport.demo.shop import create_shop_app
+
+    server = uvicorn.Server(uvicorn.Config(create_shop_app(tag_src), host=host, port=port, log_level="warning"))
+    threading.Thread(target=server.run, name="demo-shop", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -76,3 +76,31 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert code == 2 and "timezone" in out and "Traceback" not in out
     code, out = call(tmp_path, "clients", "create", "--project", "42")
     assert code == 2 and "not found" in out
+
+
+def test_projects_show_their_tag_and_manage_origins_and_tag_ids(tmp_path):
+    code, out = call(tmp_path, "projects", "create", "--name", "Shop", "--json")
+    project = json.loads(out)
+    tag_id = project["tag_id"]
+    assert code == 0 and len(tag_id) == 16
+    assert f"http://127.0.0.1:8000/tag/{tag_id}.js" in project["tag_snippet"]
+    assert "window._uxa = window._uxa || [];" in project["tag_snippet"]
+    pid = str(project["project_id"])
+
+    code, out = call(tmp_path, "projects", "allow-origin", "--project", pid, "--origin", "Shop.Example.com/", "--json")
+    assert code == 0 and json.loads(out)["allowed_origins"] == ["https://shop.example.com"]
+    code, out = call(tmp_path, "projects", "allow-origin", "--project", pid, "--origin", "ftp://x")
+    assert code == 2 and "origin" in out and "Traceback" not in out
+    code, out = call(tmp_path, "projects", "list")
+    assert code == 0 and tag_id in out and "https://shop.example.com" in out and f"/tag/{tag_id}.js" in out
+
+    code, out = call(tmp_path, "projects", "rotate-tag-id", "--project", pid, "--json")
+    rotated = json.loads(out)
+    assert code == 0 and rotated["tag_id"] != tag_id and rotated["tag_id"] in rotated["tag_snippet"]
+    code, out = call(tmp_path, "projects", "disallow-origin", "--project", pid, "--origin", "https://shop.example.com")
+    assert code == 0 and "none" in out
+    code, out = call(tmp_path, "projects", "list", "--json")
+    (listed,) = json.loads(out)["projects"]
+    assert listed["tag_id"] == rotated["tag_id"] and listed["allowed_origins"] == []
+    code, out = call(tmp_path, "projects", "rotate-tag-id", "--project", "99")
+    assert code == 2 and "not found" in out

@@ -27,7 +27,11 @@ DEMO_SEGMENTS = {
 }
 
 
-def seed_demo(settings: Settings, *, days: int, sessions_per_day: int, seed: int, console: Console) -> dict:
+def seed_demo(
+    settings: Settings, *, days: int, sessions_per_day: int, seed: int, console: Console, shop_url: str | None = None
+) -> dict:
+    """Create the demo project (its tag collecting from `shop_url`, the demo shop's origin), seed its traffic, and
+    print the walkthrough."""
     now = datetime.now(UTC)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
@@ -38,7 +42,12 @@ def seed_demo(settings: Settings, *, days: int, sessions_per_day: int, seed: int
             name: admin.create_segment(session, project_id=project.project.id, name=name, filter=f, now=now).id
             for name, f in DEMO_SEGMENTS.items()
         }
+        if shop_url:
+            admin.allow_origin(session, project.project.id, shop_url)
         out = {
+            "tag_id": project.project.tag_id,
+            "shop_url": shop_url,
+            "session_timeout_minutes": settings.session_timeout_minutes,
             "project_id": project.project.id,
             "ingest_key": project.ingest_key,
             "client_id": client.client.client_id,
@@ -62,7 +71,7 @@ def seed_demo(settings: Settings, *, days: int, sessions_per_day: int, seed: int
             workers=os.cpu_count() or 1,
         )
     elapsed = time.perf_counter() - started
-    base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
+    base = settings.served_url
     _print_walkthrough(console, base, out, summary, elapsed, now)
     return out
 
@@ -99,6 +108,37 @@ def _print_walkthrough(console: Console, base: str, out: dict, summary, elapsed:
         f'curl -s {base}/v1/exports/1/runs/1 -H "Authorization: Bearer $TOKEN"   # files[].url: download, gunzip\n'
         f"curl -s '{base}/v1/exportable-fields?scope=views' -H \"Authorization: Bearer $TOKEN\"\n"
         f"open {base}/docs for the OpenAPI page",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if out.get("shop_url"):
+        _print_shop_walkthrough(console, base, out, now)
+
+
+def _print_shop_walkthrough(console: Console, base: str, out: dict, now: datetime) -> None:
+    """How to collect a session of one's own with the tag, then export it."""
+    day = now.strftime("%Y-%m-%d")
+    body = (
+        '{"name":"My visit","format":"JSONL","scope":"views","deviceLabel":"all",'
+        f'"frequency":{{"value":"once","dateRange":{{"from":"{day}T00:00:00.000Z","to":"\'"$TO"\'"}}}},'
+        '"fields":[{"fieldName":"user_id_unhashed"},{"fieldName":"session_number"},{"fieldName":"view_number"},'
+        '{"fieldName":"url"},{"fieldName":"scroll_rate"},{"fieldName":"any_js_error_ind"},'
+        '{"fieldName":"custom_var","customVarPosition":1},{"fieldName":"dynamic_var","dynamicVarKey":"product_price"}]}'
+    )
+    console.print(
+        f"\n[bold]Collect your own visit[/]: open the demo shop at {out['shop_url']} and click around (add to cart, "
+        "check out, the App and Deals pages, the broken page). Its pages load the tag from "
+        f"{base}/tag/{out['tag_id']}.js; the footer shows your visit as <user id>.<session number>. "
+        "A page's view is sent when you leave it. Then export what arrived until now and look for your user id "
+        f"(the demo runs such a job {out['session_timeout_minutes']} minute(s) after its range ends, the time a "
+        "session is given to end):",
+        highlight=False,
+    )
+    console.print(
+        "TO=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)\n"
+        f"curl -s {base}/v1/exports -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"-d '{body}'\n"
+        f'curl -s {base}/v1/exports/2/runs/1 -H "Authorization: Bearer $TOKEN"   # once SUCCESS: files[].url',
         highlight=False,
         soft_wrap=True,
     )
