@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -163,3 +164,54 @@ def test_addresses_give_real_places_and_private_ones_none():
         assert geo.place_of("not an address") == ("", "")
     finally:
         geo.close()
+
+
+def test_beacons_arriving_together_are_stored_as_one_batch_and_each_answered(api, tenant):
+    import asyncio
+
+    import httpx
+
+    from dataexport.engine.maintenance import run_maintenance
+    from dataexport.metadata.repositories import beacons
+
+    tag_id = _tag_id(api, tenant, SHOP)
+    bodies = [_beacon(f"together-{i:04d}", view_number=i + 1) for i in range(120)]
+    late = orjson.loads(bodies[7])
+    late["views"][0]["view_time"] = late["sent_at"] + 3_600_000  # an hour ahead of the beacon's own clock
+    bodies[7] = orjson.dumps(late)
+    headers = {"Origin": SHOP, "Content-Type": "text/plain;charset=UTF-8", "User-Agent": UA}
+
+    async def send_all() -> list[dict]:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(client.post(f"/collect/v1/{tag_id}", content=b, headers=headers) for b in bodies)
+            )
+        assert {a.status_code for a in answers} == {200}
+        return [a.json()["payload"] for a in answers]
+
+    app = api.server.server.config.app
+    kept = app.state.collection.rate
+    app.state.collection.rate = RequestRate(per_minute=10_000, burst=1_000)  # one client address sends them all
+    try:
+        first = asyncio.run(send_all())
+        again = asyncio.run(send_all())  # every beacon resent (the rejected one included: it was claimed)
+    finally:
+        app.state.collection.rate = kept
+    assert [p["batchId"] for p in first] == [f"together-{i:04d}" for i in range(120)]
+    assert first[7]["stored"] == 0 and first[7]["rejected"] == 1
+    assert first[7]["errors"][0]["index"] == 0 and first[7]["errors"][0]["field"] == "view_time"
+    assert all(p["stored"] == 1 and not p["duplicate"] for i, p in enumerate(first) if i != 7)
+    stored = _stored(api, tenant.project_id)
+    assert sorted(r["view_number"] for r in stored) == [i + 1 for i in range(120) if i != 7]
+    files = list(
+        api.context.settings.resolved_warehouse_dir.glob(f"pageviews/project_id={tenant.project_id}/*/*.parquet")
+    )
+    assert len(files) <= 30  # 119 pageviews, a file per batch: they were stored together, not one by one
+
+    assert all(p["duplicate"] and p["stored"] == 0 for p in again)
+    assert len(_stored(api, tenant.project_id)) == 119
+
+    with api.context.engine.connect() as conn:
+        assert len(beacons.collected(conn, tenant.project_id)) == 120
+    later = api.context.clock() + timedelta(days=beacons.BEACON_MEMORY_DAYS, minutes=1)
+    assert run_maintenance(api.context.sessions, api.context.pageviews, later).beacons_forgotten == 120

@@ -227,3 +227,12 @@ def test_the_request_rate_allows_a_burst_then_the_average():
     for i in range(50):
         small.take(i, 0.0)
     assert len(small) <= 10
+
+
+def test_a_groups_errors_go_back_to_their_beacons_reindexed():
+    from dataexport.collect.combiner import split_errors
+    from dataexport.ingest.hits import HitError
+
+    errors = [HitError(0, "url", "is required"), HitError(3, "view_time", "x"), HitError(4, "title", "y")]
+    per = split_errors([0, 1, 3], errors)  # beacons of 1, 2 and 2 hits
+    assert per == [[HitError(0, "url", "is required")], [], [HitError(0, "view_time", "x"), HitError(1, "title", "y")]]

@@ -108,7 +108,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     app.state.db_slots = asyncio.Semaphore(ctx.db_request_slots)
     app.state.db_executor = _db_executor(ctx)
     app.state.ingest_gate = asyncio.Semaphore(ingest.INGEST_BATCHES_AT_ONCE)
-    app.state.collection = collect.Collection(ctx.settings)
+    app.state.collection = collect.Collection(ctx, app.state.ingest_gate)
     install_error_handlers(app)
     install_http_guards(app, ctx)  # before: it runs inside the observability middleware
     install_observability(app, ctx)

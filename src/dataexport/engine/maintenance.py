@@ -1,5 +1,6 @@
 """Warehouse upkeep run by the scheduler every few minutes: the retention sweep of each project, then the backend's
-own upkeep (compaction of settled partitions, pruning of idempotency records, ...)."""
+own upkeep (compaction of settled partitions, pruning of idempotency records, ...), and the tag's beacon ids past
+their use."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dataexport.domain.retention import expired_before
 from dataexport.metadata.db import transaction
-from dataexport.metadata.repositories import tenants
+from dataexport.metadata.repositories import beacons, tenants
 from dataexport.warehouse.backend import MaintenanceReport, Warehouse
 
 log = structlog.get_logger()
@@ -24,6 +25,7 @@ SETTLED_AFTER = timedelta(hours=1)
 class MaintenanceResult:
     partitions_expired: int
     report: MaintenanceReport
+    beacons_forgotten: int = 0
 
 
 def run_maintenance(sessions: sessionmaker[Session], warehouse: Warehouse, now: datetime) -> MaintenanceResult:
@@ -31,7 +33,15 @@ def run_maintenance(sessions: sessionmaker[Session], warehouse: Warehouse, now: 
         projects = [(p.id, p.retention_days) for p in tenants.list_projects(session)]
     expired = sum(warehouse.delete_before(pid, expired_before(days, now)) for pid, days in projects)
     report = warehouse.maintain(now, settled_after=SETTLED_AFTER)
-    result = MaintenanceResult(partitions_expired=expired, report=report)
-    if expired or any(vars(report).values()):
-        log.info("warehouse.maintenance", warehouse=warehouse.name, partitions_expired=expired, **vars(report))
+    with sessions.begin() as session:
+        forgotten = beacons.prune(session.connection(), now - timedelta(days=beacons.BEACON_MEMORY_DAYS))
+    result = MaintenanceResult(partitions_expired=expired, report=report, beacons_forgotten=forgotten)
+    if expired or forgotten or any(vars(report).values()):
+        log.info(
+            "warehouse.maintenance",
+            warehouse=warehouse.name,
+            partitions_expired=expired,
+            beacons_forgotten=forgotten,
+            **vars(report),
+        )
     return result

@@ -41,6 +41,17 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class CollectedBeacon(Base):
+    """The tag's beacons stored lately, by the id the tag gave each: a resent beacon is stored once, whichever API
+    replica it reaches, while many beacons share one warehouse batch (collect/combiner.py). Pruned after
+    repositories.beacons.BEACON_MEMORY_DAYS by the scheduler's upkeep."""
+
+    __tablename__ = "collected_beacons"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    beacon_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    collected_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class OAuthClient(Base):
     __tablename__ = "oauth_clients"
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -3,9 +3,9 @@
 A tag id is public (it is in every instrumented page), so it authenticates nothing by itself: a beacon is taken
 only from a page of one of the project's allowed origins (the `Origin` header, or the Referer's origin when a
 browser sends none), and each client address gets a rate per tag id. Everything else is the ingest path's: the
-beacon's views become hits (collect/beacon.py), are validated by the same rules and stored by the same durable,
-idempotent commit. A beacon resent (same `batch`) is stored once, also when the server would derive other hits
-from it the second time (a later clock, a moved address): that second copy is acknowledged as a duplicate.
+beacon's views become hits (collect/beacon.py), are validated by the same rules and stored by the same durable
+commit, many beacons in one batch (collect/combiner.py). A beacon resent (same `batch`) is stored once, also when
+the server would derive other hits from it the second time (a later clock, a moved address).
 
 CORS: beacons are "simple" requests (text/plain bodies), so browsers send no preflight for them; a preflight is
 still answered (allowed origins only) for clients that send JSON. Answers to an allowed origin carry
@@ -14,15 +14,14 @@ still answered (allowed origins only) for clients that send JSON. Answers to an 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
 from dataexport.api.body import read_body
 from dataexport.api.context import AppContext
@@ -31,17 +30,14 @@ from dataexport.api.envelope import error_body, ok
 from dataexport.api.runs_view import base_url
 from dataexport.api.schemas import Envelope, ErrorEnvelope, IngestResultOut
 from dataexport.collect.beacon import MAX_BODY, Client, decode_beacon, hits_of
+from dataexport.collect.combiner import BeaconCombiner, Target
 from dataexport.collect.geo import GeoLookup
 from dataexport.collect.origins import is_allowed, origin_of_referer
 from dataexport.collect.tagscript import TAG_MAX_AGE_SECONDS, served_tag
 from dataexport.collect.useragent import describe
-from dataexport.config import Settings
 from dataexport.errors import DataExportError, FieldError, Forbidden, NotFound, TooManyRequests
-from dataexport.ingest.hits_columnar import HitWindow
-from dataexport.ingest.requests import check_request, store_request
 from dataexport.metadata.repositories import tenants
 from dataexport.security.throttle import RequestRate, source_of
-from dataexport.warehouse.batches import IdempotencyKeyReused
 
 router = APIRouter(tags=["collect"])
 
@@ -57,9 +53,14 @@ class TagProject:
 
 
 class Collection:
-    """One API process's collection state: tag ids seen lately, the per-client rate, the GeoIP databases."""
+    """One API process's collection state: tag ids seen lately, the per-client rate, the GeoIP databases, and the
+    combiner that stores beacons together."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, ctx: AppContext, gate: asyncio.Semaphore) -> None:
+        settings = ctx.settings
+        self.combiner = BeaconCombiner(
+            engine=ctx.engine, warehouse=lambda: ctx.pageviews, settings=settings, clock=ctx.clock, gate=gate
+        )
         self.rate = RequestRate(per_minute=settings.collect_beacons_per_minute, burst=settings.collect_burst)
         self.geo = GeoLookup(settings.geoip_dir)
         self._tags: dict[str, tuple[float, TagProject | None]] = {}
@@ -203,38 +204,8 @@ async def collect(tag_id: str, request: Request, ctx: AppContext = Depends(get_c
 
 async def _store(request: Request, ctx: AppContext, project: TagProject, body: bytes, address: str | None) -> dict:
     beacon = decode_beacon(body)
-    geo = _collection(request).geo
-    settings = ctx.settings
-
-    def check():
-        now = ctx.clock()
-        city, country = geo.place_of(address)
-        client = Client(describe(request.headers.get("user-agent", "")[:1024]), city, country)
-        hits = hits_of(beacon, client, int(now.timestamp() * 1000))
-        window = HitWindow.at(
-            now, max_future_seconds=settings.ingest_max_future_seconds, retention_days=project.retention_days
-        )
-        return check_request(
-            ctx.pageviews,
-            project.project_id,
-            orjson.dumps(hits),
-            idempotency_key=f"tag:{beacon.batch}",
-            now=now,
-            window=window,
-            max_session_days=settings.ingest_max_partitions_per_batch,
-        )
-
-    try:
-        async with request.app.state.ingest_gate:
-            checked = await run_in_threadpool(check)
-        result = await run_in_threadpool(store_request, ctx.pageviews, project.project_id, checked)
-    except IdempotencyKeyReused:
-        return {"batchId": beacon.batch, "stored": 0, "rejected": 0, "duplicate": True, "errors": []}
-    errors = [{"index": e.index, "field": e.field, "message": e.message} for e in result.errors]
-    return {
-        "batchId": result.batch_id,
-        "stored": result.stored,
-        "rejected": result.rejected,
-        "duplicate": result.duplicate,
-        "errors": errors,
-    }
+    collection = _collection(request)
+    city, country = collection.geo.place_of(address)
+    client = Client(describe(request.headers.get("user-agent", "")[:1024]), city, country)
+    hits = hits_of(beacon, client, int(ctx.clock().timestamp() * 1000))
+    return await collection.combiner.submit(Target(project.project_id, project.retention_days), beacon.batch, hits)
