@@ -234,7 +234,7 @@ def run_http(
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_healthy(port, server)
+        wait_healthy(port, server)
         wait_listening(port, server_processes)
         headers = {"X-Ingest-Key": key, "Content-Type": "application/json"}
 
@@ -270,7 +270,7 @@ def run_http(
         log.close()
 
 
-def _wait_healthy(port: int, server: subprocess.Popen) -> None:
+def wait_healthy(port: int, server: subprocess.Popen) -> None:
     import httpx
 
     deadline = time.monotonic() + 60
