@@ -287,15 +287,23 @@ def _create_jobs(
     return jobs
 
 
-def _kill_a_busy_worker(engine, workers: list[Service]) -> tuple[Service, list[int]]:
-    """kill -9 a worker that holds a run's lease, and restart it; the runs whose lease it held when it died."""
-    victim = busy_worker(engine, workers, wait=20)
-    assert victim is not None, "no worker took a run"
-    victim_id = next(wid for wid, w in worker_ids(workers).items() if w is victim)
-    victim.kill9()
-    with engine.connect() as conn:
-        held = [r for (r,) in conn.execute(text("SELECT id FROM job_runs WHERE lease_owner = :w"), {"w": victim_id})]
-    victim.start()
+def _kill_a_busy_worker(engine, workers: list[Service], tries: int = 5) -> tuple[Service, list[int]]:
+    """kill -9 a worker that holds a run's lease, and restart it; the runs whose lease it held when it died.
+
+    Runs are short: the worker seen holding one may have finished it before the signal lands. Such a kill proves
+    nothing (it held no run), so it is tried again, up to `tries` times."""
+    for _ in range(tries):
+        victim = busy_worker(engine, workers, wait=20)
+        assert victim is not None, "no worker took a run"
+        victim_id = next(wid for wid, w in worker_ids(workers).items() if w is victim)
+        victim.kill9()
+        with engine.connect() as conn:
+            held = [
+                r for (r,) in conn.execute(text("SELECT id FROM job_runs WHERE lease_owner = :w"), {"w": victim_id})
+            ]
+        victim.start()
+        if held:
+            break
     return victim, held
 
 
