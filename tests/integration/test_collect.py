@@ -70,6 +70,7 @@ def test_the_tag_is_served_versioned_and_cacheable(api, http, tenant):
     assert answer.headers["content-encoding"] == "gzip"  # httpx asks for it, as browsers do
     plain = http.get(f"/tag/{tag_id}.js", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.text == answer.text
+    assert plain.headers["etag"] != answer.headers["etag"]  # two representations, two tags
     again = http.get(f"/tag/{tag_id}.js", headers={"If-None-Match": answer.headers["etag"]})
     assert again.status_code == 304 and again.content == b""
     assert http.get("/tag/0000000000000000.js").status_code == 404

@@ -30,10 +30,14 @@ def tag_version() -> str:
 class ServedTag:
     body: bytes
     gzipped: bytes  # what most browsers are sent: the source is mostly comments and long names
-    etag: str
+    etag: str  # of `body`; the gzipped representation's is `gzip_etag` (each representation has its own)
+
+    @property
+    def gzip_etag(self) -> str:
+        return self.etag[:-1] + '-gz"'
 
 
-@lru_cache(maxsize=1024)  # a process serves a few tag ids on one or two host names
+@lru_cache(maxsize=64)  # ~50 KB each; a process mostly serves a few tag ids on one or two host names
 def served_tag(tag_id: str, endpoint: str) -> ServedTag:
     config = {"tagId": tag_id, "endpoint": endpoint, "version": tag_version()}
     # "<" escaped: whatever the endpoint holds, it cannot close a <script> the tag is inlined into.

@@ -126,19 +126,19 @@ def _cors(origin: str | None, allowed: bool) -> dict[str, str]:
 async def tag_script(tag_id: str, request: Request, ctx: AppContext = Depends(get_context)):
     await _tag_project(request, tag_id)
     tag = served_tag(tag_id, f"{base_url(ctx, request)}/collect/v1/{tag_id}")
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
     headers = {
         "Cache-Control": f"public, max-age={TAG_MAX_AGE_SECONDS}",
-        "ETag": tag.etag,
+        "ETag": tag.gzip_etag if gzipped else tag.etag,
         "Vary": "Accept-Encoding",
         # Pages of any origin load it (a <script> tag needs no CORS); this only lets them read it with fetch.
         "Access-Control-Allow-Origin": "*",
     }
-    if request.headers.get("if-none-match") == tag.etag:
+    if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers=headers)
-    body = tag.body
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        body = tag.gzipped
+    if gzipped:
         headers["Content-Encoding"] = "gzip"
+    body = tag.gzipped if gzipped else tag.body
     return Response(body, media_type="application/javascript; charset=utf-8", headers=headers)
 
 
