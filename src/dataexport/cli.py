@@ -610,6 +610,10 @@ def scheduler_cmd(data_dir: Path | None = DATA_DIR_OPT):
     loop.run_forever()
 
 
+# What the demo gives a session to end before a range reaching the present is exported (instead of 30 minutes).
+DEMO_SESSION_TIMEOUT_MINUTES = 1
+
+
 @app.command()
 def demo(
     days: int = typer.Option(7, "--days", help="Days of traffic to generate, up to the present hour"),
@@ -630,8 +634,7 @@ def demo(
     timeout = None if "DATAEXPORT_SESSION_TIMEOUT_MINUTES" in os.environ else DEMO_SESSION_TIMEOUT_MINUTES
     settings = _settings(data_dir, host=host, port=port, session_timeout_minutes=timeout)
     shop_port = shop_port or settings.port + 1
-    shop_host = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
-    shop_url = f"http://{shop_host}:{shop_port}"
+    shop_url = f"http://{settings.local_host}:{shop_port}"
     shutil.rmtree(settings.data_dir, ignore_errors=True)
     out = seed_demo(
         settings, days=days, sessions_per_day=sessions_per_day, seed=seed, console=console, shop_url=shop_url
@@ -639,9 +642,6 @@ def demo(
     if serve_after:
         _serve_shop(settings.host, shop_port, f"{settings.served_url}/tag/{out['tag_id']}.js")
         _serve(settings)
-
-
-DEMO_SESSION_TIMEOUT_MINUTES = 1
 
 
 def _serve_shop(host: str, port: int, tag_src: str) -> None:

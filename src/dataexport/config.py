@@ -175,12 +175,16 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console lines)")
 
     @property
+    def local_host(self) -> str:
+        """The address a client on this machine reaches `serve` at (loopback when it listens on every address)."""
+        return "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+
+    @property
     def served_url(self) -> str:
         """The base URL clients reach this server at: public_base_url, else the address `serve` listens on."""
         if self.public_base_url:
             return self.public_base_url.rstrip("/")
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{self.local_host}:{self.port}"
 
     @property
     def resolved_database_url(self) -> str:

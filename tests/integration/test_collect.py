@@ -143,7 +143,7 @@ def test_a_rotated_tag_id_stops_the_old_one(api, http, tenant):
     with transaction(api.context.sessions) as session:
         new = admin.rotate_tag_id(session, tenant.project_id)
     app = api.server.server.config.app
-    app.state.collection._tags.clear()  # the processes' 5-second cache, which the test does not wait out
+    app.state.collection.tags.clear()  # the processes' 5-second cache, which the test does not wait out
     assert http.get(f"/tag/{old}.js").status_code == 404
     assert _post(http, new, _beacon()).status_code == 200
 

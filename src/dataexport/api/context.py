@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +23,9 @@ from dataexport.security.tokens import RevokedClients, TokenVerifier
 
 if TYPE_CHECKING:
     from dataexport.warehouse.backend import Warehouse
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class ProjectConcurrency:
@@ -113,31 +116,50 @@ class ProjectInfo:
     retention_days: int
 
 
-class ProjectCache:
-    """Projects by id for a few seconds, so an authenticated request does not read its project row each time.
+class TtlCache(Generic[K, V]):
+    """Values by key for a few seconds, so a hot request path does not read the same row each time.
 
-    Plain dict operations (atomic under the GIL): read on the event loop, filled from thread-pool calls,
-    cleared by whoever resets the metadata DB under a running app (tests).
+    Plain dict operations (atomic under the GIL): read on the event loop, filled from thread-pool calls, cleared
+    by whoever resets the metadata DB under a running app (tests). A value may be None (remembered as missing).
+    Bounded: once `max_entries` are held, the expired ones are forgotten.
     """
 
-    def __init__(self, ttl_seconds: float = 5.0) -> None:
+    def __init__(self, ttl_seconds: float = 5.0, max_entries: int = 10_000) -> None:
         self.ttl = ttl_seconds
-        self._entries: dict[int, tuple[float, ProjectInfo]] = {}
+        self.max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
 
-    def get(self, project_id: int) -> ProjectInfo | None:
-        entry = self._entries.get(project_id)
+    def lookup(self, key: K) -> tuple[bool, V | None]:
+        """(True, value) while the key is remembered, else (False, None)."""
+        entry = self._entries.get(key)
         if entry is None or entry[0] <= time.monotonic():
-            return None
-        return entry[1]
+            return False, None
+        return True, entry[1]
 
-    def put(self, project: ProjectInfo) -> None:
-        if len(self._entries) > 10_000:  # bounded: forget expired entries once there are many
+    def put(self, key: K, value: V) -> None:
+        if len(self._entries) > self.max_entries:
             now = time.monotonic()
             self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
-        self._entries[project.id] = (time.monotonic() + self.ttl, project)
+        self._entries[key] = (time.monotonic() + self.ttl, value)
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class ProjectCache:
+    """Projects by id for a few seconds, so an authenticated request does not read its project row each time."""
+
+    def __init__(self, ttl_seconds: float = 5.0) -> None:
+        self._cache: TtlCache[int, ProjectInfo] = TtlCache(ttl_seconds)
+
+    def get(self, project_id: int) -> ProjectInfo | None:
+        return self._cache.lookup(project_id)[1]
+
+    def put(self, project: ProjectInfo) -> None:
+        self._cache.put(project.id, project)
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 # Pooled connections left to what runs outside the request gate: the in-process worker and scheduler, token

@@ -152,28 +152,21 @@ class BeaconCombiner:
     def _store(self, target: Target, group: list[_Pending]) -> list[dict | Exception]:
         """In a thread: claim the group's beacon ids, store the new ones' hits as one batch, then commit the claims."""
         now = self._clock()
-        results: list[dict | Exception | None] = [None] * len(group)
+        # Each beacon is a duplicate unless it is the first of its id in the group and claimed now.
+        results: list[dict | Exception] = [result_of(p.beacon_id, 0, 0, True, []) for p in group]
         first_of: dict[str, int] = {}
-        for i, p in enumerate(group):  # a beacon twice in one group is stored once
-            if p.beacon_id in first_of:
-                results[i] = result_of(p.beacon_id, 0, 0, True, [])
-            else:
-                first_of[p.beacon_id] = i
+        for i, p in enumerate(group):
+            first_of.setdefault(p.beacon_id, i)
         with self._engine.begin() as conn:
             new = beacons.claim_new(conn, target.project_id, list(first_of), now)
-            fresh = []
-            for beacon_id, i in first_of.items():
-                if beacon_id in new:
-                    fresh.append(i)
-                else:
-                    results[i] = result_of(beacon_id, 0, 0, True, [])
+            fresh = [i for beacon_id, i in first_of.items() if beacon_id in new]
             if fresh:
                 try:
                     self._store_together(target, group, fresh, results, now)
                 except ValidationFailed:  # the group as a whole (too many session days): each beacon alone
                     for i in fresh:
                         results[i] = self._store_alone(target, group[i], now)
-        return [r if r is not None else result_of(group[i].beacon_id, 0, 0, True, []) for i, r in enumerate(results)]
+        return results
 
     def _check_and_store(self, target: Target, hits: list[dict], key: str, now: datetime):
         settings = self._settings

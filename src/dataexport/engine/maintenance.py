@@ -33,7 +33,7 @@ def run_maintenance(sessions: sessionmaker[Session], warehouse: Warehouse, now: 
         projects = [(p.id, p.retention_days) for p in tenants.list_projects(session)]
     expired = sum(warehouse.delete_before(pid, expired_before(days, now)) for pid, days in projects)
     report = warehouse.maintain(now, settled_after=SETTLED_AFTER)
-    with sessions.begin() as session:
+    with transaction(sessions) as session:
         forgotten = beacons.prune(session.connection(), now - timedelta(days=beacons.BEACON_MEMORY_DAYS))
     result = MaintenanceResult(partitions_expired=expired, report=report, beacons_forgotten=forgotten)
     if expired or forgotten or any(vars(report).values()):

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Connection
 
 from dataexport.api.body import read_body
-from dataexport.api.context import AppContext
+from dataexport.api.context import AppContext, TtlCache
 from dataexport.api.deps import get_context, request_db
 from dataexport.api.envelope import error_body, ok
 from dataexport.api.runs_view import base_url
@@ -63,19 +63,8 @@ class Collection:
         )
         self.rate = RequestRate(per_minute=settings.collect_beacons_per_minute, burst=settings.collect_burst)
         self.geo = GeoLookup(settings.geoip_dir)
-        self._tags: dict[str, tuple[float, TagProject | None]] = {}
-
-    def cached(self, tag_id: str) -> tuple[bool, TagProject | None]:
-        entry = self._tags.get(tag_id)
-        if entry is None or entry[0] <= time.monotonic():
-            return False, None
-        return True, entry[1]
-
-    def remember(self, tag_id: str, project: TagProject | None) -> None:
-        if len(self._tags) > 10_000:
-            now = time.monotonic()
-            self._tags = {k: v for k, v in self._tags.items() if v[0] > now}
-        self._tags[tag_id] = (time.monotonic() + TAG_TTL_SECONDS, project)
+        # Tag ids seen lately, unknown ones included (None): a page view costs no DB read per beacon.
+        self.tags: TtlCache[str, TagProject | None] = TtlCache(TAG_TTL_SECONDS)
 
 
 def _collection(request: Request) -> Collection:
@@ -93,10 +82,10 @@ async def _tag_project(request: Request, tag_id: str) -> TagProject:
     if not TAG_ID.match(tag_id):
         raise NotFound("Unknown tag id.", error_code="TAG_NOT_FOUND")
     collection = _collection(request)
-    known, project = collection.cached(tag_id)
+    known, project = collection.tags.lookup(tag_id)
     if not known:
         project = await request_db(request).read(_read_tag, tag_id)
-        collection.remember(tag_id, project)
+        collection.tags.put(tag_id, project)
     if project is None:
         raise NotFound("Unknown tag id.", error_code="TAG_NOT_FOUND")
     return project
