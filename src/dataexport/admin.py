@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -160,6 +161,21 @@ def revoke_client(session: Session, client_id: str, *, now: datetime) -> OAuthCl
         client.revoked_at = now
         session.flush()
     return client
+
+
+def segment_filter_from_text(text: str) -> object:
+    """A segment filter typed as JSON text (the CLI's --filter, the console's editor), before its own validation."""
+    from dataexport.api.http_guards import MAX_JSON_DEPTH, json_too_deep
+
+    # Measured before parsing: Python's parser recurses, and a deep enough text would exhaust the stack.
+    if json_too_deep(text.encode("utf-8", "surrogatepass")):
+        raise validation_error("filter", f"must nest arrays and objects at most {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise validation_error(
+            "filter", f"must be valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
 
 
 def create_segment(session: Session, *, project_id: int, name: str, filter: object, now: datetime) -> Segment:

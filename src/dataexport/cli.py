@@ -27,6 +27,8 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(segments_app, name="segments")
 warehouse_app = typer.Typer(help="The warehouse of pageviews.", no_args_is_help=True)
 app.add_typer(warehouse_app, name="warehouse")
+users_app = typer.Typer(help="Operator accounts of the web console (/console).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 console = Console()
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON, for scripts.")
@@ -373,20 +375,132 @@ def segments_create(
 ):
     """Create a segment (a saved filter on sessions)."""
     from dataexport import admin
-    from dataexport.errors import validation_error
     from dataexport.metadata.db import transaction
 
     def work():
-        try:
-            parsed = json.loads(filter)
-        except ValueError:
-            raise validation_error("filter", "must be valid JSON") from None
+        parsed = admin.segment_filter_from_text(filter)
         with transaction(_sessions(_settings(data_dir))) as session:
             segment = admin.create_segment(session, project_id=project, name=name, filter=parsed, now=_now())
             return {"segment_id": segment.id, "project_id": project, "name": name}
 
     out = _run(work)
     _emit(as_json, out, [f"segment_id={out['segment_id']}"])
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        import sys
+
+        return sys.stdin.readline().rstrip("\r\n")
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+def _operator_row(view) -> dict:
+    return {"email": view.email, "role": view.role.value, "project_ids": view.project_ids}
+
+
+def _operator_line(row: dict) -> str:
+    projects = ", ".join(str(p) for p in row["project_ids"]) or "none"
+    return f"{row['email']}  role={row['role']}  projects={projects}"
+
+
+@users_app.command("create")
+def users_create(
+    email: str = typer.Option(..., "--email"),
+    role: str = typer.Option(..., "--role", help="admin (changes its projects) or viewer (reads only)"),
+    project: list[int] = typer.Option([], "--project", help="A project the account belongs to (repeatable)"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Create a console account. Its password is hashed with argon2; it sees only the projects it belongs to."""
+    from dataexport.console import accounts
+    from dataexport.metadata.db import transaction
+
+    password = _password(password_stdin)
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            view = accounts.create_operator(
+                session, email=email, password=password, role=role, project_ids=project, now=_now()
+            )
+            return _operator_row(view)
+
+    out = _run(work)
+    _emit(as_json, out, [_operator_line(out)])
+
+
+def _membership_command(email: str, project: int, as_json: bool, data_dir: Path | None, *, add: bool) -> None:
+    from dataexport.console import accounts
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            change = accounts.grant if add else accounts.revoke
+            return _operator_row(change(session, email=email, project_id=project))
+
+    out = _run(work)
+    _emit(as_json, out, [_operator_line(out)])
+
+
+@users_app.command("grant")
+def users_grant(
+    email: str = typer.Option(..., "--email"),
+    project: int = typer.Option(..., "--project"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Make an account a member of a project."""
+    _membership_command(email, project, as_json, data_dir, add=True)
+
+
+@users_app.command("revoke")
+def users_revoke(
+    email: str = typer.Option(..., "--email"),
+    project: int = typer.Option(..., "--project"),
+    as_json: bool = JSON_OPT,
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Take a project away from an account."""
+    _membership_command(email, project, as_json, data_dir, add=False)
+
+
+@users_app.command("set-password")
+def users_set_password(
+    email: str = typer.Option(..., "--email"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin"),
+    data_dir: Path | None = DATA_DIR_OPT,
+):
+    """Give an account a new password; its signed-in browsers are signed out."""
+    from dataexport.console import accounts
+    from dataexport.metadata.db import transaction
+
+    password = _password(password_stdin)
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            return _operator_row(accounts.set_password(session, email=email, password=password))
+
+    out = _run(work)
+    _emit(False, out, [_operator_line(out) + "  (password changed, sessions closed)"])
+
+
+@users_app.command("list")
+def users_list(as_json: bool = JSON_OPT, data_dir: Path | None = DATA_DIR_OPT):
+    """Console accounts, with their roles and projects."""
+    from dataexport.console import accounts
+    from dataexport.metadata.db import transaction
+
+    def work():
+        with transaction(_sessions(_settings(data_dir))) as session:
+            return [_operator_row(v) for v in accounts.list_operators(session)]
+
+    rows = _run(work)
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        for row in rows:
+            console.print(_operator_line(row), highlight=False)
 
 
 @app.command()

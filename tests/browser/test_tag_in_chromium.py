@@ -48,12 +48,11 @@ def _forwarding_proxy(upstream: str, client_address: str):
             content=await request.body(),
             headers=headers | {"x-forwarded-for": client_address},
         )
-        kept = {
-            k: v
-            for k, v in answer.headers.items()
-            if k not in ("content-length", "content-encoding", "transfer-encoding")
-        }
-        return Response(answer.content, status_code=answer.status_code, headers=kept)
+        relayed = Response(answer.content, status_code=answer.status_code)
+        for name, value in answer.headers.multi_items():  # each Set-Cookie on its own
+            if name not in ("content-length", "content-encoding", "transfer-encoding"):
+                relayed.headers.append(name, value)
+        return relayed
 
     return ThreadedServer(proxy)
 
@@ -91,9 +90,23 @@ def demo(tmp_path_factory):
     wait_until(up, [service], "the demo API and shop")
     printed = service.log_path.read_text()
     client = {k: re.search(rf"^{k}\s+(\S+)", printed, re.M).group(1) for k in ("client_id", "client_secret")}
-    yield proxy.url, shop, client
+    login = re.search(r"Console: (\S+/console)\s+sign in as (\S+) / (\S+)", printed)
+    assert login, printed
+    yield proxy.url, shop, client, login.groups()
     service.stop()
     proxy.__exit__(None, None, None)
+
+
+def test_the_demo_prints_a_console_login_that_works(demo):
+    api, _, _, (console_url, email, password) = demo
+    assert console_url == f"{api}/console"
+    with httpx.Client(base_url=api, timeout=10) as browser:
+        form = browser.get("/console/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        signed_in = browser.post("/console/login", data={"csrf": token, "email": email, "password": password})
+        assert signed_in.status_code == 303, signed_in.text
+        projects = browser.get("/console/projects")
+    assert projects.status_code == 200 and "Demo shop" in projects.text
 
 
 def _token(api: str, client: dict) -> dict:
@@ -228,7 +241,7 @@ SESSION_FIELDS = [
 
 
 def test_a_visit_in_chromium_comes_back_out_of_both_export_scopes(demo, launch_chromium):
-    api, shop, client = demo
+    api, shop, client, _ = demo
     browser = launch_chromium(f"--user-agent={DESKTOP_CHROME}")
     context = browser.new_context(locale="fr-FR", viewport={"width": 1280, "height": 800})
     page = context.new_page()
@@ -310,7 +323,7 @@ def test_a_visit_in_chromium_comes_back_out_of_both_export_scopes(demo, launch_c
 
 
 def test_a_headless_browser_is_collected_but_flagged_excludable(demo, launch_chromium):
-    api, shop, client = demo
+    api, shop, client, _ = demo
     context = launch_chromium().new_context()  # Chromium's own headless user agent
     page = context.new_page()
     page.goto(f"{shop}/cart")

@@ -327,6 +327,6 @@ def test_the_migrations_give_the_tables_of_the_models(api):
 
     with api.context.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    tables = ("oauth_clients", "'projects'", "collected_beacons")
+    tables = ("oauth_clients", "'projects'", "collected_beacons", "operators", "operator_projects", "console_sessions")
     assert [d for d in diffs if any(t in repr(d) for t in tables)] == []
     assert "revoked_at" in OAuthClient.__table__.c

@@ -18,6 +18,7 @@ from dataexport.api.query_guard import single_valued_query
 from dataexport.api.routers import catalog, collect, exports, files, health, ingest, oauth, segments
 from dataexport.clock import Clock, system_clock
 from dataexport.config import Settings
+from dataexport.console import install_console
 from dataexport.engine.runtime import background_for
 from dataexport.gc_tuning import settle_heap
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, context: AppContext | None = None) -> Fast
     install_observability(app, ctx)
     for module in (oauth, exports, catalog, segments, files, ingest, collect, health):
         app.include_router(module.router)
+    install_console(app, ctx)
     return app
 
 

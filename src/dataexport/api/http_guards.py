@@ -46,7 +46,8 @@ HOST_FREE_PATHS = frozenset({"/healthz", "/readyz"})
 # Body caps, by route. Client credentials are a few hundred bytes (the token route refused more than 16 KB
 # already, but only after reading all of it).
 TOKEN_BODY_LIMIT = 16 * 1024
-# A job spec or a segment filter: a few KB; the exports route's own limit is the same 1 MB.
+# A job spec or a segment filter (through the API or the console's forms): a few KB; the exports route's own
+# limit is the same 1 MB.
 API_BODY_LIMIT = 1024 * 1024
 # Nothing else reads a body (clients send `{}` with their GETs); it is read and dropped.
 OTHER_BODY_LIMIT = 64 * 1024
@@ -162,7 +163,7 @@ def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 def body_limit(path: str) -> int:
     if path == TOKEN_PATH:
         return TOKEN_BODY_LIMIT
-    return API_BODY_LIMIT if path.startswith("/v1/") else OTHER_BODY_LIMIT
+    return API_BODY_LIMIT if path.startswith(("/v1/", "/console/")) else OTHER_BODY_LIMIT
 
 
 class EdgeGuard:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -11,9 +12,13 @@ from rich.console import Console
 
 from dataexport import admin
 from dataexport.config import Settings
+from dataexport.console import accounts
 from dataexport.demo.generate import generate
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
 from dataexport.warehouse.backend import open_warehouse
+
+# The console's demo sign-in: an admin of the demo project, with a password drawn anew for each demo.
+DEMO_OPERATOR = "demo@example.com"
 
 DEMO_SEGMENTS = {
     "France": {"field": "country_code", "op": "eq", "value": "FR"},
@@ -44,7 +49,13 @@ def seed_demo(
         }
         if shop_url:
             admin.allow_origin(session, project.project.id, shop_url)
+        password = secrets.token_urlsafe(12)
+        accounts.create_operator(
+            session, email=DEMO_OPERATOR, password=password, role="admin", project_ids=[project.project.id], now=now
+        )
         out = {
+            "console_email": DEMO_OPERATOR,
+            "console_password": password,
             "tag_id": project.project.tag_id,
             "shop_url": shop_url,
             "session_timeout_minutes": settings.session_timeout_minutes,
@@ -89,6 +100,11 @@ def _print_walkthrough(console: Console, base: str, out: dict, summary, elapsed:
         f"client_secret  {out['client_secret']}\ningest key     {out['ingest_key']}\n"
         f"segments       {out['segments']}",
         highlight=False,
+    )
+    console.print(
+        f"\n[bold]Console[/]: {base}/console  sign in as {out['console_email']} / {out['console_password']}",
+        highlight=False,
+        soft_wrap=True,  # one line, so the password is copied whole
     )
     body = (
         '{"name":"Two days of views","format":"CSV","scope":"views","deviceLabel":"all",'

@@ -1,6 +1,6 @@
 """Warehouse upkeep run by the scheduler every few minutes: the retention sweep of each project, then the backend's
-own upkeep (compaction of settled partitions, pruning of idempotency records, ...), and the tag's beacon ids past
-their use."""
+own upkeep (compaction of settled partitions, pruning of idempotency records, ...), then the tag's beacon ids past
+their use and the console's expired sessions."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dataexport.domain.retention import expired_before
 from dataexport.metadata.db import transaction
-from dataexport.metadata.repositories import beacons, tenants
+from dataexport.metadata.repositories import beacons, operators, tenants
 from dataexport.warehouse.backend import MaintenanceReport, Warehouse
 
 log = structlog.get_logger()
@@ -26,6 +26,7 @@ class MaintenanceResult:
     partitions_expired: int
     report: MaintenanceReport
     beacons_forgotten: int = 0
+    sessions_closed: int = 0
 
 
 def run_maintenance(sessions: sessionmaker[Session], warehouse: Warehouse, now: datetime) -> MaintenanceResult:
@@ -35,13 +36,17 @@ def run_maintenance(sessions: sessionmaker[Session], warehouse: Warehouse, now: 
     report = warehouse.maintain(now, settled_after=SETTLED_AFTER)
     with transaction(sessions) as session:
         forgotten = beacons.prune(session.connection(), now - timedelta(days=beacons.BEACON_MEMORY_DAYS))
-    result = MaintenanceResult(partitions_expired=expired, report=report, beacons_forgotten=forgotten)
-    if expired or forgotten or any(vars(report).values()):
+        closed = operators.prune_sessions(session, now)
+    result = MaintenanceResult(
+        partitions_expired=expired, report=report, beacons_forgotten=forgotten, sessions_closed=closed
+    )
+    if expired or forgotten or closed or any(vars(report).values()):
         log.info(
             "warehouse.maintenance",
             warehouse=warehouse.name,
             partitions_expired=expired,
             beacons_forgotten=forgotten,
+            console_sessions_closed=closed,
             **vars(report),
         )
     return result

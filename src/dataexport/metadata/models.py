@@ -146,3 +146,33 @@ class RunFile(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     expiration_date: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     deleted: Mapped[bool] = mapped_column(default=False)
+
+
+class Operator(Base):
+    """A person signing in to the web console (`dataexport users create`). Sees only the projects it is a member of;
+    a viewer changes nothing."""
+
+    __tablename__ = "operators"
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased: one account per address
+    # argon2, as the client secrets (security/secrets.py).
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OperatorProject(Base):
+    __tablename__ = "operator_projects"
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True, index=True)
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. Kept in the metadata database, so any API replica serves it (no shared disk, no sticky
+    sessions). Only a hash of the cookie's token is kept: a leaked table signs nobody in."""
+
+    __tablename__ = "console_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -18,6 +18,7 @@ from dataexport.api.schemas import (
     Envelope,
     ExportableFieldOut,
 )
+from dataexport.config import Settings
 from dataexport.domain.enums import Scope
 from dataexport.domain.timeparse import parse_instant
 from dataexport.errors import validation_error
@@ -32,8 +33,8 @@ DYNAMIC_VARS_MAX_RANGE = timedelta(days=31)
 LISTING_THREADS = 2  # a listing scans a month of one project's variables: a worker's share of the machine
 
 
-def _limits(caller: Caller) -> ReadLimits:
-    settings = caller.ctx.settings
+def listing_limits(settings: Settings) -> ReadLimits:
+    """What one listing of a project's data may take (the console's charts and pickers read with the same)."""
     spill = settings.data_dir / "work" / "duckdb-spill-api"
     return ReadLimits(threads=LISTING_THREADS, memory_limit=settings.duckdb_memory_limit, spill_dir=spill)
 
@@ -56,7 +57,11 @@ async def custom_vars(
         # complete.
         now = caller.ctx.clock()
         window = (now - CUSTOM_VARS_LOOKBACK, now)
-        return ok(variables.list_custom_vars(caller.ctx.pageviews, caller.project_id, *window, _limits(caller)))
+        return ok(
+            variables.list_custom_vars(
+                caller.ctx.pageviews, caller.project_id, *window, listing_limits(caller.ctx.settings)
+            )
+        )
 
     return await run_in_threadpool(work)
 
@@ -79,7 +84,9 @@ async def dynamic_var_keys(
         raise validation_error("to", "must be at most 31 days after from")
 
     def work() -> dict:
-        keys = variables.list_dynamic_var_keys(caller.ctx.pageviews, caller.project_id, start, end, _limits(caller))
+        keys = variables.list_dynamic_var_keys(
+            caller.ctx.pageviews, caller.project_id, start, end, listing_limits(caller.ctx.settings)
+        )
         return ok(keys)
 
     return await run_in_threadpool(work)
