@@ -109,3 +109,19 @@ def test_bad_arguments_are_validation_errors(warehouse, limits):
         list_custom_vars(warehouse, 7, *MONTH, limits, max_values=-1)
     with pytest.raises(ValidationFailed):
         list_dynamic_var_keys(warehouse, 7, datetime(2026, 2, 14), T0, limits)
+
+
+def test_a_listing_makes_its_spill_directory_before_duckdb_needs_it(tmp_path):
+    """DuckDB creates only the last component of its temp directory, when it first spills: a month of a busy
+    project's custom vars (4M pageviews, bench/console.py) spilled into data_dir/work/duckdb-spill-api of an API
+    process whose data dir had no work/ yet, and GET /v1/custom-vars answered 500."""
+    from dataexport.demo.generate import generate
+
+    now = datetime(2026, 3, 11, 23, tzinfo=UTC)
+    spill = tmp_path / "data" / "work" / "duckdb-spill-api"
+    with EmbeddedWarehouse(tmp_path / "warehouse") as warehouse:
+        generate(warehouse, 1, days=1, sessions_per_day=2_000, seed=3, now=now)
+        tight = ReadLimits(threads=1, memory_limit=24 * 2**20, spill_dir=spill)
+        listed = list_custom_vars(warehouse, 1, now - timedelta(days=30), now, tight, max_values=100)
+    assert listed and all(len(v["values"]) <= 100 for v in listed)
+    assert spill.is_dir()

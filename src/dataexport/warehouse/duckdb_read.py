@@ -24,6 +24,9 @@ def read_config(limits: ReadLimits) -> dict[str, str | bool | int]:
 
 
 def read_connection(limits: ReadLimits) -> duckdb.DuckDBPyConnection:
+    # DuckDB creates its temp directory only when it first spills, and only its last component: a read that spills
+    # in a data dir without `work/` yet (an API process's listings) failed with an IO error, as a 500.
+    limits.spill_dir.mkdir(parents=True, exist_ok=True)
     conn = connect(config=read_config(limits), extensions=())
     # Set per connection (DuckDB refuses it as a global option).
     conn.execute(f"SET streaming_buffer_size = '{STREAMING_BUFFER}'")
