@@ -305,3 +305,13 @@ def test_the_cookies_are_secure_when_the_console_is_reached_over_https(api, tena
     assert "secure" in form.headers["set-cookie"].lower()
     session_cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith("dataexport_console="))
     assert answer.status_code == 303 and "Secure" in session_cookie and "HttpOnly" in session_cookie
+
+
+def test_the_endpoints_pages_name_exist(http, tenant, admin_client):
+    """The hints name API routes (`POST /v1/oauth/token`): each must be one the server has."""
+    routes = set(http.get("/openapi.json").json()["paths"])
+    named = set()
+    for page in ("credentials", "jobs", "segments", ""):
+        text = admin_client.get(f"/console/projects/{tenant.project_id}/{page}".rstrip("/")).text
+        named |= set(re.findall(r"<code>(?:GET|POST|PUT|DELETE) (/[^<\s]+)</code>", text))
+    assert named and named <= routes, named - routes
