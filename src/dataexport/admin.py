@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from dataexport.collect import origins
+from dataexport.domain.json_depth import MAX_JSON_DEPTH, json_too_deep
 from dataexport.domain.schedule import validate_time_zone
 from dataexport.domain.segment_filter import parse_segment_filter
 from dataexport.errors import Conflict, NotFound, validation_error
@@ -165,8 +166,6 @@ def revoke_client(session: Session, client_id: str, *, now: datetime) -> OAuthCl
 
 def segment_filter_from_text(text: str) -> object:
     """A segment filter typed as JSON text (the CLI's --filter, the console's editor), before its own validation."""
-    from dataexport.api.http_guards import MAX_JSON_DEPTH, json_too_deep
-
     # Measured before parsing: Python's parser recurses, and a deep enough text would exhaust the stack.
     if json_too_deep(text.encode("utf-8", "surrogatepass")):
         raise validation_error("filter", f"must nest arrays and objects at most {MAX_JSON_DEPTH} levels deep")

@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dataexport.api.http_guards import API_BODY_LIMIT, MAX_JSON_DEPTH, TOKEN_BODY_LIMIT
+from dataexport.api.http_guards import API_BODY_LIMIT, TOKEN_BODY_LIMIT
+from dataexport.domain.json_depth import MAX_JSON_DEPTH
 from examples import create, example_daily
 
 PART_KEY = "exports/1/1/1/part-00000.csv.gz"

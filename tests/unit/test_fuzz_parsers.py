@@ -23,11 +23,12 @@ from fastapi.security.utils import get_authorization_scheme_param
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from dataexport.api.http_guards import HostPolicy, json_depth, json_too_deep, parse_host
+from dataexport.api.http_guards import HostPolicy, parse_host
 from dataexport.api.observability import is_loopback, metrics_refusal
 from dataexport.catalog.fields import segment_fields
 from dataexport.config import Settings
 from dataexport.domain.jobspec import parse_job_spec
+from dataexport.domain.json_depth import json_depth, json_too_deep
 from dataexport.domain.segment_filter import OPS, parse_segment_filter, to_json
 from dataexport.domain.timeparse import MAX_YEAR, MIN_YEAR, format_instant, parse_instant
 from dataexport.errors import ValidationFailed

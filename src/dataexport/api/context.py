@@ -53,6 +53,15 @@ class ProjectConcurrency:
                 del self._in_flight[project_id]
 
 
+def failure_throttle(settings: Settings) -> FailureThrottle:
+    """Failed-secret throttling with the deployment's `auth_*` rules (the token endpoint's, the console's sign-in)."""
+    return FailureThrottle(
+        free_failures=settings.auth_free_failures,
+        max_delay=settings.auth_max_delay_seconds,
+        global_per_minute=settings.auth_global_failures_per_minute,
+    )
+
+
 class TokenGuard:
     """What protects the token endpoint and the tokens, per API process (api/routers/oauth.py, api/deps.py):
     - `throttle`: failed secrets per (client_id, source address), and all together (security/throttle.py);
@@ -63,11 +72,7 @@ class TokenGuard:
     """
 
     def __init__(self, settings: Settings, jwt_key: str) -> None:
-        self.throttle = FailureThrottle(
-            free_failures=settings.auth_free_failures,
-            max_delay=settings.auth_max_delay_seconds,
-            global_per_minute=settings.auth_global_failures_per_minute,
-        )
+        self.throttle = failure_throttle(settings)
         self.secrets = VerifiedSecrets(jwt_key)
         self.revoked = RevokedClients()
         self.hash_concurrency = settings.auth_hash_concurrency

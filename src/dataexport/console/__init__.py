@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from dataexport.api.context import AppContext
+from dataexport.api.context import AppContext, failure_throttle
 
 STATIC = Path(__file__).parent / "static"
 
@@ -16,7 +16,8 @@ STATIC = Path(__file__).parent / "static"
 def install_console(app: FastAPI, ctx: AppContext) -> None:
     from dataexport.console import jobs, projects, segments, signin
 
-    app.state.console_sign_in_throttle = signin.sign_in_throttle(ctx)
+    # Its own table of failures (keyed by e-mail), with the token endpoint's rules.
+    app.state.console_sign_in_throttle = failure_throttle(ctx.settings)
     for module in (signin, projects, jobs, segments):
         app.include_router(module.router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")

@@ -21,11 +21,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from dataexport.api.context import AppContext
 from dataexport.api.deps import request_db
 from dataexport.console import web
-from dataexport.console.accounts import MAX_PASSWORD_LENGTH, normalize_email
+from dataexport.console.accounts import MAX_EMAIL_LENGTH, MAX_PASSWORD_LENGTH, normalize_email
 from dataexport.metadata.repositories import operators
+from dataexport.security.secrets import hash_token
 from dataexport.security.throttle import FailureThrottle, source_of
 
 router = APIRouter(prefix=web.PREFIX, route_class=web.ConsoleRoute, include_in_schema=False)
@@ -33,15 +33,6 @@ router = APIRouter(prefix=web.PREFIX, route_class=web.ConsoleRoute, include_in_s
 SESSION_LIFETIME = timedelta(hours=12)  # a working day; then the operator signs in again
 SIGN_IN_COOKIE = "dataexport_console_signin"
 SIGN_IN_FORM_LIFETIME = timedelta(hours=1)
-
-
-def sign_in_throttle(ctx: AppContext) -> FailureThrottle:
-    settings = ctx.settings
-    return FailureThrottle(
-        free_failures=settings.auth_free_failures,
-        max_delay=settings.auth_max_delay_seconds,
-        global_per_minute=settings.auth_global_failures_per_minute,
-    )
 
 
 def _secure(request: Request) -> bool:
@@ -118,7 +109,7 @@ async def sign_in(request: Request) -> Response:
         or not web.same_origin(request)
     ):
         raise web.CsrfRejected()
-    email = normalize_email(str(form.get("email") or ""))[:320]
+    email = normalize_email(str(form.get("email") or ""))[:MAX_EMAIL_LENGTH]
     password = str(form.get("password") or "")[: MAX_PASSWORD_LENGTH + 1]
     throttle: FailureThrottle = request.app.state.console_sign_in_throttle
     key = (email, source_of(request.client.host if request.client else None))
@@ -143,10 +134,10 @@ async def sign_in(request: Request) -> Response:
 
     def open_session(session: Session) -> None:
         for token_before in previous:  # whatever session this browser held ends: one browser, one session
-            operators.close_session(session, web.token_hash(token_before))
+            operators.close_session(session, hash_token(token_before))
         operators.open_session(
             session,
-            token_hash=web.token_hash(token),
+            token_hash=hash_token(token),
             operator_id=operator[0],
             now=now,
             expires_at=now + SESSION_LIFETIME,
@@ -178,7 +169,7 @@ def _operator_by_email(session: Session, email: str) -> tuple[int, str] | None:
 @router.post("/logout")
 async def sign_out(request: Request) -> Response:
     await web.posted_form(request)
-    await request_db(request).run(operators.close_session, web.token_hash(request.state.session_token))
+    await request_db(request).run(operators.close_session, hash_token(request.state.session_token))
     response = web.see_other(web.PREFIX + "/login")
     response.delete_cookie(web.SESSION_COOKIE, path=web.PREFIX)
     return response

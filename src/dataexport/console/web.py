@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, PackageLoader, select_autoescape
+from pydantic import ByteSize
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
@@ -26,6 +27,7 @@ from dataexport.domain.timeparse import format_instant
 from dataexport.errors import DataExportError, Forbidden, NotFound, TooManyRequests
 from dataexport.metadata.models import Project
 from dataexport.metadata.repositories import operators
+from dataexport.security.secrets import hash_token
 
 T = TypeVar("T")
 
@@ -54,18 +56,7 @@ templates = Environment(
 templates.filters["instant"] = lambda value: format_instant(value) or "—"
 
 
-def _size(value: int | None) -> str:
-    if value is None:
-        return "—"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
-
-
-templates.filters["size"] = _size
+templates.filters["size"] = lambda value: "—" if value is None else ByteSize(value).human_readable()
 templates.filters["seconds"] = charts.seconds_text
 
 
@@ -93,10 +84,6 @@ class CsrfRejected(Exception):
 
 def context_of(request: Request) -> AppContext:
     return request.app.state.context
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def derived_token(ctx: AppContext, purpose: str, value: str) -> str:
@@ -165,7 +152,7 @@ async def in_session(
 
     def unit(session: Session) -> tuple[Signed, T]:
         for token in tokens:
-            operator = operators.session_operator(session, token_hash(token), ctx.clock())
+            operator = operators.session_operator(session, hash_token(token), ctx.clock())
             if operator is not None:
                 break
         else:

@@ -94,5 +94,10 @@ def new_tag_id() -> str:
     return secrets.token_hex(8)
 
 
+def hash_token(token: str) -> str:
+    """A random 256-bit token's hash (ingest keys, console sessions): guessing is hopeless, so a fast hash is enough."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 def hash_ingest_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hash_token(key)
