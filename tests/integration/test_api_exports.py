@@ -187,7 +187,8 @@ def test_exportable_fields_lists_the_catalog(http, tenant, scope):
     payload = http.get(f"/v1/exportable-fields?scope={scope}", headers=tenant.headers).json()["payload"]
     names = {f["name"] for f in payload}
     assert {"project_id", "session_id", "custom_var", "dynamic_var"} <= names
-    assert all(set(f) == {"name", "description", "example", "aliases", "parameters"} for f in payload)
+    # The vendor's five keys, plus `type` (extension).
+    assert all(set(f) == {"name", "description", "example", "aliases", "parameters", "type"} for f in payload)
     assert next(f for f in payload if f["name"] == "custom_var")["parameters"] == ["customVarPosition"]
     assert ("view_number" in names) == (scope.lower() == "views")
 

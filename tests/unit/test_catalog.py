@@ -58,7 +58,8 @@ def test_names_are_unique_and_listing_is_complete():
 @pytest.mark.parametrize("field", CATALOG, ids=lambda f: f.name)
 def test_field_is_documented_and_computable(field):
     api = field.as_api()
-    assert set(api) == {"name", "description", "example", "aliases", "parameters"}
+    assert set(api) == {"name", "description", "example", "aliases", "parameters", "type"}
+    assert api["type"] == field.type
     assert api["description"].endswith(".") and len(api["description"]) > 10
     assert api["example"].strip()
     assert re.fullmatch(r"(Array\()?(U?Int(8|16|32|64)|Integer|String|Float32|Date|DateTime)\)?", field.type)

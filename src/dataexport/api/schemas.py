@@ -112,6 +112,7 @@ class ExportableFieldOut(BaseModel):
     example: str
     aliases: list[str]
     parameters: list[str]
+    type: str  # extension: the vendor's ClickHouse-style type name (String, UInt16, Array(DateTime), ...)
 
 
 class CustomVarOut(BaseModel):

@@ -52,6 +52,8 @@ class CatalogField:
             "example": self.example,
             "aliases": list(self.aliases),
             "parameters": list(self.parameters),
+            # Extension: the vendor's type name (fields.md), so clients can type their columns.
+            "type": self.type,
         }
 
     def sql_for(self, scope: Scope) -> str | None:
