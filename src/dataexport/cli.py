@@ -770,5 +770,56 @@ def _serve_shop(host: str, port: int, tag_src: str) -> None:
     threading.Thread(target=server.run, name="demo-shop", daemon=True).start()
 
 
+@app.command()
+def pull(
+    job: int = typer.Option(..., "--job", min=1, help="The export job whose runs to deliver"),
+    to: str = typer.Option(
+        ..., "--to", help="A directory, a DuckDB file (*.duckdb, *.ddb, *.db) or a postgresql:// URL"
+    ),
+    since: str | None = typer.Option(
+        None, "--since", help="Only runs whose window starts at or after this date (ISO 8601; UTC unless it says)"
+    ),
+    server: str = typer.Option(
+        "http://127.0.0.1:8000", "--server", envvar="DATAEXPORT_URL", help="Where to ask for a token"
+    ),
+    client_id: str = typer.Option(..., "--client-id", envvar="DATAEXPORT_CLIENT_ID"),
+    client_secret: str = typer.Option(..., "--client-secret", envvar="DATAEXPORT_CLIENT_SECRET"),
+    project_id: int | None = typer.Option(None, "--project-id", envvar="DATAEXPORT_PROJECT_ID"),
+    table: str | None = typer.Option(None, "--table", help="DuckDB/PostgreSQL table (default job_<id>)"),
+    schema: str = typer.Option("public", "--schema", help="PostgreSQL schema of the table"),
+    parquet: bool = typer.Option(False, "--parquet", help="Directory: one typed Parquet file per run, not the parts"),
+    work_dir: Path | None = typer.Option(
+        None, "--work-dir", help="Where parts are downloaded (kept across an interrupted pull, to resume)"
+    ),
+    skip_expired: bool = typer.Option(
+        False, "--skip-expired", help="Exit 0 even when runs could not be fetched because their files expired"
+    ),
+    as_json: bool = JSON_OPT,
+):
+    """Deliver the job's successful runs not delivered yet into DEST, in window order: download each part
+    (resumed after a break), check it against the run's manifest (or its gzip stream), load it and record the
+    run with its rows, so the next pull delivers only new runs. Exit 2 on an error, 3 when runs expired."""
+    from dataexport.pull.cli import pull_command
+
+    raise typer.Exit(
+        pull_command(
+            job=job,
+            to=to,
+            since=since,
+            server=server,
+            client_id=client_id,
+            client_secret=client_secret,
+            project_id=project_id,
+            table=table,
+            schema=schema,
+            parquet=parquet,
+            work_dir=work_dir,
+            skip_expired=skip_expired,
+            as_json=as_json,
+            console=console,
+        )
+    )
+
+
 if __name__ == "__main__":
     app()
