@@ -13,6 +13,8 @@ import gzip
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,7 +76,8 @@ def demo(tmp_path_factory):
             "DATAEXPORT_SESSION_TIMEOUT_MINUTES": "0",  # a range that ends now is exported now
         }
     )
-    args = ("demo", "--days", "1", "--sessions-per-day", "40", "--port", str(api_port), "--shop-port", str(shop_port))
+    # Two days: yesterday is a closed window of the demo's daily job.
+    args = ("demo", "--days", "2", "--sessions-per-day", "40", "--port", str(api_port), "--shop-port", str(shop_port))
     service = Service("demo", args, env, root, port=api_port).start()
     shop = f"http://127.0.0.1:{shop_port}"
 
@@ -92,13 +95,13 @@ def demo(tmp_path_factory):
     client = {k: re.search(rf"^{k}\s+(\S+)", printed, re.M).group(1) for k in ("client_id", "client_secret")}
     login = re.search(r"Console: (\S+/console)\s+sign in as (\S+) / (\S+)", printed)
     assert login, printed
-    yield proxy.url, shop, client, login.groups()
+    yield proxy.url, shop, client, login.groups(), printed
     service.stop()
     proxy.__exit__(None, None, None)
 
 
 def test_the_demo_prints_a_console_login_that_works(demo):
-    api, _, _, (console_url, email, password) = demo
+    api, _, _, (console_url, email, password), _ = demo
     assert console_url == f"{api}/console"
     with httpx.Client(base_url=api, timeout=10) as browser:
         form = browser.get("/console/login")
@@ -107,6 +110,46 @@ def test_the_demo_prints_a_console_login_that_works(demo):
         assert signed_in.status_code == 303, signed_in.text
         projects = browser.get("/console/projects")
     assert projects.status_code == 200 and "Demo shop" in projects.text
+
+
+def test_the_demo_prints_a_pull_command_that_delivers_its_daily_job(demo, tmp_path):
+    api, _, client, _, printed_walkthrough = demo
+    printed = re.search(
+        r"^(DATAEXPORT_CLIENT_ID=\S+) (DATAEXPORT_CLIENT_SECRET=\S+) (\S+) (pull .+)$", printed_walkthrough, re.M
+    )
+    assert printed, printed_walkthrough
+    env = dict(e.split("=", 1) for e in printed.groups()[:2])
+    assert env == {"DATAEXPORT_CLIENT_ID": client["client_id"], "DATAEXPORT_CLIENT_SECRET": client["client_secret"]}
+    args = printed.group(4).split()
+    job = int(args[args.index("--job") + 1])
+    headers = _token(api, client)
+
+    def settled() -> list[dict]:
+        runs = httpx.get(f"{api}/v1/exports/{job}/runs", headers=headers, timeout=10).json()["payload"]
+        return [r for r in runs if r["state"] not in ("SUCCESS", "FAILURE")]
+
+    # The job began yesterday: once that day closed and waited the 2-hour lag, the scheduler runs it.
+    expect_runs = datetime.now(UTC).hour >= 3
+    wait_until(lambda: not settled() and (not expect_runs or _successful(api, headers, job)), [], "the daily run")
+    args[args.index("--to") + 1] = str(tmp_path / "demo.duckdb")
+    args[args.index("--server") + 1] = api  # the demo's public address here is the test proxy
+    done = subprocess.run(
+        [sys.executable, "-m", "dataexport.cli", *args, "--json"],
+        env={**service_env({}), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    runs = _successful(api, headers, job)
+    assert summary["runsDelivered"] == len(runs) and (len(runs) >= 1 or not expect_runs)
+    assert summary["rows"] > 0 or not runs
+
+
+def _successful(api: str, headers: dict, job: int) -> list[dict]:
+    runs = httpx.get(f"{api}/v1/exports/successful-runs", headers=headers, timeout=10).json()["payload"]
+    return [r for r in runs if r["jobId"] == job]
 
 
 def _token(api: str, client: dict) -> dict:
@@ -241,7 +284,7 @@ SESSION_FIELDS = [
 
 
 def test_a_visit_in_chromium_comes_back_out_of_both_export_scopes(demo, launch_chromium):
-    api, shop, client, _ = demo
+    api, shop, client, _, _ = demo
     browser = launch_chromium(f"--user-agent={DESKTOP_CHROME}")
     context = browser.new_context(locale="fr-FR", viewport={"width": 1280, "height": 800})
     page = context.new_page()
@@ -323,7 +366,7 @@ def test_a_visit_in_chromium_comes_back_out_of_both_export_scopes(demo, launch_c
 
 
 def test_a_headless_browser_is_collected_but_flagged_excludable(demo, launch_chromium):
-    api, shop, client, _ = demo
+    api, shop, client, _, _ = demo
     context = launch_chromium().new_context()  # Chromium's own headless user agent
     page = context.new_page()
     page.goto(f"{shop}/cart")

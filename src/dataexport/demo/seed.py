@@ -7,6 +7,7 @@ import secrets
 import time
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 
 from rich.console import Console
 
@@ -14,8 +15,33 @@ from dataexport import admin
 from dataexport.config import Settings
 from dataexport.console import accounts
 from dataexport.demo.generate import generate
+from dataexport.domain.jobspec import parse_job_spec
+from dataexport.engine import lifecycle
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate, transaction
 from dataexport.warehouse.backend import open_warehouse
+
+# The demo's daily job, made as if on the first day of traffic: the scheduler catches up with one run per closed
+# day, so `dataexport pull` has runs to deliver as soon as the server has run them.
+DEMO_DAILY_JOB = {
+    "name": "Daily sessions",
+    "format": "CSV",
+    "scope": "sessions",
+    "deviceLabel": "all",
+    "frequency": {"value": "daily"},
+    "fields": [
+        {"fieldName": "session_id"},
+        {"fieldName": "user_id"},
+        {"fieldName": "session_date"},
+        {"fieldName": "session_time"},
+        {"fieldName": "device_id"},
+        {"fieldName": "country_code"},
+        {"fieldName": "city"},
+        {"fieldName": "session_number_of_views"},
+        {"fieldName": "session_duration_msec"},
+        {"fieldName": "session_number_of_transactions"},
+        {"fieldName": "custom_var", "customVarPosition": 2},
+    ],
+}
 
 # The console's demo sign-in: an admin of the demo project, with a password drawn anew for each demo.
 DEMO_OPERATOR = "demo@example.com"
@@ -49,6 +75,16 @@ def seed_demo(
         }
         if shop_url:
             admin.allow_origin(session, project.project.id, shop_url)
+        # The first day of the generated traffic (the project's time zone is UTC), so every run finds data.
+        began = datetime.combine(now.date() - timedelta(days=days - 1), dt_time.min, tzinfo=UTC)
+        daily = lifecycle.create_job(
+            session,
+            project=project.project,
+            actor_id=client.client.id,
+            spec=parse_job_spec(DEMO_DAILY_JOB, now=began, retention_days=project.project.retention_days),
+            settings=settings,
+            now=began,
+        )
         password = secrets.token_urlsafe(12)
         accounts.create_operator(
             session, email=DEMO_OPERATOR, password=password, role="admin", project_ids=[project.project.id], now=now
@@ -64,6 +100,7 @@ def seed_demo(
             "client_id": client.client.client_id,
             "client_secret": client.secret,
             "segments": segments,
+            "daily_job_id": daily.id,
         }
     engine.dispose()
 
@@ -118,12 +155,20 @@ def _print_walkthrough(console: Console, base: str, out: dict, summary, elapsed:
         f'\'{{"client_id":"{out["client_id"]}","client_secret":"{out["client_secret"]}",'
         f'"grant_type":"client_credentials","scope":"data-export"}}\' | python3 -c '
         "'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')\n"
-        f"curl -s {base}/v1/exports -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f"-d '{body}'\n"
-        f"curl -s '{base}/v1/exports/1/runs?limit=1&order=DESC' -H \"Authorization: Bearer $TOKEN\"\n"
-        f'curl -s {base}/v1/exports/1/runs/1 -H "Authorization: Bearer $TOKEN"   # files[].url: download, gunzip\n'
+        f"JOB=$(curl -s {base}/v1/exports -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"-d '{body}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"payload\"][\"jobId\"])')\n"
+        f'curl -s "{base}/v1/exports/$JOB/runs?limit=1&order=DESC" -H "Authorization: Bearer $TOKEN"\n'
+        f'curl -s {base}/v1/exports/$JOB/runs/RUN_ID -H "Authorization: Bearer $TOKEN"   # RUN_ID: the jobRunId above; '
+        "files[].url: download, gunzip\n"
         f"curl -s '{base}/v1/exportable-fields?scope=views' -H \"Authorization: Bearer $TOKEN\"\n"
         f"open {base}/docs for the OpenAPI page",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"\n[bold]Pull[/] the demo's daily job (one run per day of traffic, run by the server below) into DuckDB:\n"
+        f"DATAEXPORT_CLIENT_ID={out['client_id']} DATAEXPORT_CLIENT_SECRET={out['client_secret']} "
+        f".venv/bin/dataexport pull --server {base} --job {out['daily_job_id']} --to demo.duckdb",
         highlight=False,
         soft_wrap=True,
     )
@@ -152,9 +197,10 @@ def _print_shop_walkthrough(console: Console, base: str, out: dict, now: datetim
     )
     console.print(
         "TO=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)\n"
-        f"curl -s {base}/v1/exports -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f"-d '{body}'\n"
-        f'curl -s {base}/v1/exports/2/runs/1 -H "Authorization: Bearer $TOKEN"   # once SUCCESS: files[].url',
+        f"JOB=$(curl -s {base}/v1/exports -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"-d '{body}' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"payload\"][\"jobId\"])')\n"
+        f'curl -s "{base}/v1/exports/$JOB/runs?limit=1&order=DESC" -H "Authorization: Bearer $TOKEN"'
+        "   # once SUCCESS: GET .../runs/<jobRunId> lists files[].url",
         highlight=False,
         soft_wrap=True,
     )
