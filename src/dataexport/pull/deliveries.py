@@ -11,14 +11,14 @@ from dataexport.client.models import SuccessfulRun
 
 @dataclass(frozen=True)
 class Delivery:
-    """One run, loaded whole. A destination writes it in the same transaction (or atomic rename) as the rows."""
+    """One run being loaded whole. A destination records it, with the rows it loaded, in the same transaction (or
+    atomic rename) as the rows."""
 
     project_id: int
     job_id: int
     run_id: int
     window_from: datetime
     window_to: datetime
-    rows: int
     parts: int
     delivered_at: datetime
 

@@ -217,7 +217,6 @@ class Pull:
             run_id=run.jobRunId,
             window_from=run.from_,
             window_to=run.to,
-            rows=0,
             parts=len(paths),
             delivered_at=self.clock(),
         )
