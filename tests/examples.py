@@ -7,6 +7,32 @@ from datetime import UTC, datetime, timedelta
 from dataexport import admin
 from dataexport.metadata.db import transaction
 
+# The keys the vendor's reference shows in a job and in a run: what a client may rely on from the vendor.
+VENDOR_JOB_KEYS = frozenset(
+    {
+        "jobId",
+        "name",
+        "ownerId",
+        "lastUpdatorId",
+        "accountId",
+        "nextFrom",
+        "nextTo",
+        "projectIds",
+        "state",
+        "createdAt",
+        "format",
+        "scope",
+        "frequency",
+        "fields",
+        "lastRunTime",
+        "nextRunTime",
+        "updatedAt",
+        "filters",
+    }
+)
+VENDOR_RUN_KEYS = frozenset({"jobRunId", "startDate", "state", "endDate", "completionRate"})
+VENDOR_FIELD_KEYS = frozenset({"name", "description", "example", "aliases", "parameters"})
+
 
 def example_daily(segment_id=None) -> dict:
     """Request example 1 of the reference (with its trailing commas removed)."""

@@ -13,33 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
+from examples import VENDOR_FIELD_KEYS, VENDOR_JOB_KEYS, VENDOR_RUN_KEYS
+
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
 
 # The keys the vendor's reference shows, per answer: what a client may rely on when it talks to the vendor.
-VENDOR_KEYS = {
-    "job": {
-        "jobId",
-        "name",
-        "ownerId",
-        "lastUpdatorId",
-        "accountId",
-        "nextFrom",
-        "nextTo",
-        "projectIds",
-        "state",
-        "createdAt",
-        "format",
-        "scope",
-        "frequency",
-        "fields",
-        "lastRunTime",
-        "nextRunTime",
-        "updatedAt",
-        "filters",
-    },
-    "run": {"jobRunId", "startDate", "state", "endDate", "completionRate", "files"},
-    "field": {"name", "description", "example", "aliases", "parameters"},
-}
+VENDOR_KEYS = {"job": VENDOR_JOB_KEYS, "run": VENDOR_RUN_KEYS | {"files"}, "field": VENDOR_FIELD_KEYS}
 
 
 @dataclass

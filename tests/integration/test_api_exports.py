@@ -8,30 +8,18 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from examples import create, example_daily, example_once, make_segment
+from examples import (
+    VENDOR_FIELD_KEYS,
+    VENDOR_JOB_KEYS,
+    VENDOR_RUN_KEYS,
+    create,
+    example_daily,
+    example_once,
+    make_segment,
+)
 
-JOB_KEYS = {
-    "jobId",
-    "name",
-    "ownerId",
-    "lastUpdatorId",
-    "accountId",
-    "nextFrom",
-    "nextTo",
-    "projectIds",
-    "state",
-    "createdAt",
-    "format",
-    "scope",
-    "frequency",
-    "fields",
-    "lastRunTime",
-    "nextRunTime",
-    "updatedAt",
-    "filters",
-    "segmentId",
-}
-RUN_KEYS = {"jobRunId", "startDate", "state", "endDate", "completionRate"}
+JOB_KEYS = VENDOR_JOB_KEYS | {"segmentId"}  # the segment is an extension
+RUN_KEYS = VENDOR_RUN_KEYS
 
 
 def test_create_and_get_the_two_reference_examples(http, tenant, api):
@@ -188,7 +176,7 @@ def test_exportable_fields_lists_the_catalog(http, tenant, scope):
     names = {f["name"] for f in payload}
     assert {"project_id", "session_id", "custom_var", "dynamic_var"} <= names
     # The vendor's five keys, plus `type` (extension).
-    assert all(set(f) == {"name", "description", "example", "aliases", "parameters", "type"} for f in payload)
+    assert all(set(f) == VENDOR_FIELD_KEYS | {"type"} for f in payload)
     assert next(f for f in payload if f["name"] == "custom_var")["parameters"] == ["customVarPosition"]
     assert ("view_number" in names) == (scope.lower() == "views")
 
