@@ -395,6 +395,16 @@ def test_429_and_an_expired_token_are_survived(served, tmp_path):
     assert len(served.proxy.requests(lambda s: s.path == "/v1/oauth/token")) == 2  # one token, renewed once
 
 
+def test_calls_go_to_the_endpoint_the_token_answer_names(served):
+    """Asked at the server itself, the token names the proxy (the public base URL): every later call goes there."""
+    with Client(served.serve.url, served.client_id, served.client_secret) as api:
+        assert api.token().endpoint == served.proxy.url
+        jobs = [job.jobId for job in api.iter_exports()]
+    assert sorted(jobs) == sorted(served.jobs.values())
+    relayed = [s.path for s in served.proxy.requests()]
+    assert relayed and all(p.startswith("/v1/exports") for p in relayed)  # the token was not asked through it
+
+
 def test_the_vendors_answer_shapes_alone_are_enough(served, tmp_path):
     """No manifestUrl, no run window or rows, no field types: parts are checked as gzip streams, columns are text."""
     job = served.jobs["views_csv"]
