@@ -18,10 +18,12 @@ from dataexport.client.core import (
     Decision,
     Fail,
     HeldToken,
+    IngestRequest,
     Renew,
     Use,
     Wait,
     decide_api,
+    decide_signed,
     decide_token,
     request_json,
     transport_failure,
@@ -222,27 +224,20 @@ class AsyncClient:
         url = run.manifestUrl
         if not url:
             return None
-
-        def decide(response: httpx.Response, attempt: int) -> Decision:
-            if response.status_code == 200:
-                return Use(response)
-            return decide_api(response, attempt=attempt, renewed=True, policy=self.settings.retry)
-
-        answer: httpx.Response = await self._exchange(lambda: self.http.get(url), decide, idempotent=True)
+        answer: httpx.Response = await self._exchange(
+            lambda: self.http.get(url),
+            lambda response, attempt: decide_signed(response, attempt=attempt, policy=self.settings.retry),
+            idempotent=True,
+        )
         return models.Manifest.model_validate_json(answer.content)
 
     async def ingest_pageviews(
         self, hits: Sequence[Mapping[str, Any]], *, ingest_key: str, idempotency_key: str | None = None
     ) -> models.IngestResult:
-        headers = {"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        url = self.settings.server.rstrip("/") + "/ingest/v1/pageviews"
-        body = request_json(list(hits))
+        request = IngestRequest.of(self.settings, hits, ingest_key, idempotency_key)
         answer = await self._exchange(
-            lambda: self.http.post(url, content=body, headers=headers),
-            # A retried batch is stored once (same hits, same key), so a broken connection is sent again.
+            lambda: self.http.post(request.url, content=request.content, headers=request.headers),
             lambda response, attempt: decide_api(response, attempt=attempt, renewed=True, policy=self.settings.retry),
             idempotent=True,
         )
-        return models.IngestResult.model_validate(answer.get("payload") if isinstance(answer, dict) else None)
+        return IngestRequest.read(answer)

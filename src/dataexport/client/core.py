@@ -12,7 +12,7 @@ import httpx
 
 from dataexport import __version__
 from dataexport.client.errors import ApiError, AuthFailed, ClientError
-from dataexport.client.models import Token
+from dataexport.client.models import IngestResult, Token
 from dataexport.client.policy import RETRY_STATUSES, RetryPolicy, parse_retry_after, renewal_due
 
 T = TypeVar("T")
@@ -136,6 +136,34 @@ def transport_failure(error: httpx.TransportError, *, attempt: int, idempotent: 
     if idempotent and policy.should_retry(attempt):
         return Wait(policy.delay(attempt, None))
     return Fail(ClientError(f"the API did not answer: {error!r}"))
+
+
+def decide_signed(response: httpx.Response, *, attempt: int, policy: RetryPolicy) -> Decision:
+    """An answer of a signed URL (a manifest): the response itself when it is 200; no token to renew."""
+    if response.status_code == 200:
+        return Use(response)
+    return decide_api(response, attempt=attempt, renewed=True, policy=policy)
+
+
+@dataclass(frozen=True)
+class IngestRequest:
+    """`POST /ingest/v1/pageviews` with the project's ingest key (no token). A batch sent again with the same hits
+    is stored once, so it is safe to repeat after a broken connection."""
+
+    url: str
+    headers: dict[str, str]
+    content: bytes
+
+    @classmethod
+    def of(cls, settings: ClientSettings, hits: Any, ingest_key: str, idempotency_key: str | None) -> IngestRequest:
+        headers = {"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return cls(settings.server.rstrip("/") + "/ingest/v1/pageviews", headers, request_json(list(hits)))
+
+    @staticmethod
+    def read(body: Any) -> IngestResult:
+        return IngestResult.model_validate(body.get("payload") if isinstance(body, dict) else None)
 
 
 def request_json(value: Any) -> bytes:

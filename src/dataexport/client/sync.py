@@ -19,10 +19,12 @@ from dataexport.client.core import (
     Decision,
     Fail,
     HeldToken,
+    IngestRequest,
     Renew,
     Use,
     Wait,
     decide_api,
+    decide_signed,
     decide_token,
     request_json,
     transport_failure,
@@ -245,20 +247,14 @@ class Client:
     def ingest_pageviews(
         self, hits: Sequence[Mapping[str, Any]], *, ingest_key: str, idempotency_key: str | None = None
     ) -> models.IngestResult:
-        """`POST /ingest/v1/pageviews` with the project's ingest key (no token). A batch sent again with the same
-        hits is stored once, so a broken connection is retried."""
-        headers = {"Authorization": f"Bearer {ingest_key}", "Content-Type": "application/json"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        url = self.settings.server.rstrip("/") + "/ingest/v1/pageviews"
-        body = request_json(list(hits))
+        """`POST /ingest/v1/pageviews` with the project's ingest key (no token); see `IngestRequest`."""
+        request = IngestRequest.of(self.settings, hits, ingest_key, idempotency_key)
         answer = self._exchange(
-            lambda: self.http.post(url, content=body, headers=headers),
-            # A retried batch is stored once (same hits, same key), so a broken connection is sent again.
+            lambda: self.http.post(request.url, content=request.content, headers=request.headers),
             lambda response, attempt: decide_api(response, attempt=attempt, renewed=True, policy=self.settings.retry),
             idempotent=True,
         )
-        return models.IngestResult.model_validate(answer.get("payload") if isinstance(answer, dict) else None)
+        return IngestRequest.read(answer)
 
     # ------------------------------------------------------------------ downloads (signed URLs, no token)
 
@@ -278,10 +274,9 @@ class Client:
         )
 
     def _signed_get(self, url: str) -> httpx.Response:
-        def decide(response: httpx.Response, attempt: int) -> Decision:
-            if response.status_code == 200:
-                return Use(response)
-            return decide_api(response, attempt=attempt, renewed=True, policy=self.settings.retry)
-
-        answer: httpx.Response = self._exchange(lambda: self.http.get(url), decide, idempotent=True)
+        answer: httpx.Response = self._exchange(
+            lambda: self.http.get(url),
+            lambda response, attempt: decide_signed(response, attempt=attempt, policy=self.settings.retry),
+            idempotent=True,
+        )
         return answer
