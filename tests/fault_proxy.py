@@ -126,12 +126,9 @@ class FaultProxy:
             out_headers = {
                 k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP | {"content-encoding"}
             }
-            if rule is None and not self._reshaping(answer):
-                self._stream(handler, answer, out_headers)
-                return
             data = answer.read()
             if rule is None:
-                data = self._vendor_shape(data)
+                data = self._vendor_shape(data) if self._reshaping(answer) else data
             elif rule.action == "corrupt" and data:
                 middle = len(data) // 2
                 data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
@@ -194,7 +191,3 @@ class FaultProxy:
         self._send_head(handler, status, headers, len(data))
         if handler.command != "HEAD":
             handler.wfile.write(data)
-
-    def _stream(self, handler: BaseHTTPRequestHandler, answer: httpx.Response, headers: dict[str, str]) -> None:
-        data = answer.read()
-        self._send(handler, answer.status_code, headers, data)

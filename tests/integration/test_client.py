@@ -126,14 +126,6 @@ def test_a_token_the_server_calls_expired_is_renewed_once(api, tenant):
         assert counting.tokens() == 2
 
 
-def test_a_token_is_renewed_before_it_expires():
-    from dataexport.client.policy import renewal_due
-
-    assert not renewal_due(fetched_at=0, expires_in=3600, now=3539, margin=60)
-    assert renewal_due(fetched_at=0, expires_in=3600, now=3540, margin=60)
-    assert renewal_due(fetched_at=0, expires_in=10, now=5, margin=60)  # at most half the life of a short token
-
-
 def test_the_async_client_does_the_same(api, tenant):
     async def scenario() -> tuple[list[int], list[int], int]:
         counting = Counting()

@@ -12,7 +12,7 @@ from dataexport.client.core import Fail, Renew, Use, Wait, decide_api, decide_to
 from dataexport.client.download import GzipCheck
 from dataexport.client.errors import ApiError, AuthFailed
 from dataexport.client.models import ExportableField, JobField, SuccessfulRun
-from dataexport.client.policy import RetryPolicy, parse_retry_after
+from dataexport.client.policy import RetryPolicy, parse_retry_after, renewal_due
 from dataexport.pull.columns import (
     Column,
     Dialect,
@@ -42,6 +42,12 @@ def test_waits_follow_retry_after_with_jitter_and_otherwise_back_off():
     assert policy.delay(1, 10_000, rand=lambda: 0) == policy.max_retry_after
     assert [policy.delay(a, None, rand=lambda: 1) for a in (1, 2, 3, 4, 5)] == [0.5, 1, 2, 4, 4]
     assert policy.should_retry(3) and not policy.should_retry(4)
+
+
+def test_a_token_is_renewed_before_it_expires():
+    assert not renewal_due(fetched_at=0, expires_in=3600, now=3539, margin=60)
+    assert renewal_due(fetched_at=0, expires_in=3600, now=3540, margin=60)
+    assert renewal_due(fetched_at=0, expires_in=10, now=5, margin=60)  # at most half the life of a short token
 
 
 def _answer(status: int, body: object, headers: dict | None = None) -> httpx.Response:

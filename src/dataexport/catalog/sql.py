@@ -23,6 +23,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_string(value: str) -> str:
+    """A DuckDB string literal, for statements that take no bound parameter (ATTACH, COPY ... TO, table options)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def join(parts: list[Sql], sep: str) -> Sql:
     return Sql(sep.join(p.text for p in parts), [v for p in parts for v in p.params])
 

@@ -7,13 +7,14 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
 from dataexport.client import Client, ClientError
-from dataexport.pull.destinations import DestinationError, open_destination
+from dataexport.domain.timeparse import parse_instant
+from dataexport.errors import ValidationFailed
+from dataexport.pull.destinations import DestinationError, Kind, kind_of, open_destination
 from dataexport.pull.progress import RichReporter
 from dataexport.pull.runner import Pull, PullError, PullSummary, Reporter, Silent
 from dataexport.warehouse.embedded.durable import try_lock
@@ -22,21 +23,14 @@ EXIT_FAILED = 2
 EXIT_EXPIRED = 3
 
 
-def parse_since(text: str) -> datetime:
-    """An ISO 8601 date or date-time; UTC when it names no offset."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def default_work_dir(to: str) -> Path:
     """Beside the destination when it is on disk (so moving parts in is a rename); else in the user's cache."""
-    if to.startswith(("postgresql://", "postgres://")):
+    kind = kind_of(to)
+    if kind is Kind.POSTGRES:
         digest = hashlib.sha256(to.encode()).hexdigest()[:16]
         return Path.home() / ".cache" / "dataexport" / "pull" / digest
     target = Path(to)
-    if target.suffix in (".duckdb", ".ddb", ".db"):
-        return target.with_name(target.name + ".pull")
-    return target / ".dataexport-pull"
+    return target.with_name(target.name + ".pull") if kind is Kind.DUCKDB else target / ".dataexport-pull"
 
 
 @contextmanager
@@ -71,9 +65,10 @@ def pull_command(
     console: Console,
 ) -> int:
     try:
-        since_at = parse_since(since) if since else None
-    except ValueError:
-        console.print(f"[red]error:[/] --since {since!r} is not an ISO 8601 date", highlight=False)
+        # The API's own reading of instants: a date alone is 00:00 UTC, no offset means UTC.
+        since_at = parse_instant(since, "--since") if since else None
+    except ValidationFailed as error:
+        console.print(f"[red]error:[/] {since!r}: {error.errors[0].field} {error.errors[0].message}", highlight=False)
         return EXIT_FAILED
     work = work_dir or default_work_dir(to)
     try:

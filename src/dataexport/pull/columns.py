@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from dataexport.catalog.sql import quote_ident, sql_string
 from dataexport.client.models import ExportableField, JobField
 
 RUN_ID_COLUMN = "_dataexport_run_id"  # which run each row came from, beside the job's own columns
@@ -108,14 +109,6 @@ def named_as_in_file(columns: Sequence[Column], header: Sequence[str]) -> list[C
     return [Column(name, c.type) for name, c in zip(header, columns, strict=True)]
 
 
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _struct(mapping: Mapping[str, str]) -> str:
     return "{" + ", ".join(f"{sql_string(k)}: {sql_string(v)}" for k, v in mapping.items()) + "}"
 
@@ -134,9 +127,9 @@ def read_parts_sql(fmt: str, columns: Sequence[Column], path_count: int) -> str:
             f"quote = '\"', escape = '\"', compression = 'gzip', columns = {_struct(read_as)})"
         )
         select = [
-            f"from_json({quote_identifier(c.name)}, {sql_string(_json_shape(c.type))})"
+            f"from_json({quote_ident(c.name)}, {sql_string(_json_shape(c.type))})"
             if c.is_array
-            else quote_identifier(c.name)
+            else quote_ident(c.name)
             for c in columns
         ]
     else:
@@ -144,7 +137,7 @@ def read_parts_sql(fmt: str, columns: Sequence[Column], path_count: int) -> str:
             "read_json(?, format = 'newline_delimited', compression = 'gzip', "
             f"columns = {_struct({c.name: c.type for c in columns})})"
         )
-        select = [quote_identifier(c.name) for c in columns]
+        select = [quote_ident(c.name) for c in columns]
     return f"SELECT {', '.join(select)} FROM {source}"
 
 
@@ -153,4 +146,4 @@ def _json_shape(array_type: str) -> str:
 
 
 def table_columns_sql(columns: Sequence[Column]) -> str:
-    return ", ".join(f"{quote_identifier(c.name)} {c.type}" for c in columns)
+    return ", ".join(f"{quote_ident(c.name)} {c.type}" for c in columns)

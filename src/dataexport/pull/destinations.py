@@ -13,23 +13,17 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
 
-from dataexport.pull.columns import (
-    RUN_ID_COLUMN,
-    Column,
-    Dialect,
-    quote_identifier,
-    read_parts_sql,
-    sql_string,
-    table_columns_sql,
-)
+from dataexport.catalog.sql import quote_ident, sql_string
+from dataexport.pull.columns import RUN_ID_COLUMN, Column, Dialect, read_parts_sql, table_columns_sql
 from dataexport.pull.deliveries import Delivery
 from dataexport.warehouse.duckdb_extensions import OFFLINE_CONFIG, load_extension
 from dataexport.warehouse.embedded.durable import fsync_dir
@@ -73,20 +67,37 @@ def check_table_name(name: str) -> str:
     return name
 
 
-def open_destination(target: str, *, table: str | None, job_id: int, parquet: bool, schema: str) -> Destination:
-    """`target` names the kind: a postgres:// URL, a *.duckdb / *.ddb / *.db file, or else a directory."""
-    table_name = check_table_name(table or f"job_{job_id}")
+class Kind(Enum):
+    POSTGRES = "postgres"
+    DUCKDB = "duckdb"
+    DIRECTORY = "directory"
+
+
+def kind_of(target: str) -> Kind:
+    """`--to` names its kind: a postgres:// URL, a *.duckdb / *.ddb / *.db file, or else a directory."""
     if target.startswith(("postgresql://", "postgres://")):
-        return SqlDestination.postgres(target, table_name, check_table_name(schema))
+        return Kind.POSTGRES
     if target.endswith((".duckdb", ".ddb", ".db")):
+        return Kind.DUCKDB
+    return Kind.DIRECTORY
+
+
+def open_destination(target: str, *, table: str | None, job_id: int, parquet: bool, schema: str) -> Destination:
+    table_name = check_table_name(table or f"job_{job_id}")
+    kind = kind_of(target)
+    if kind is Kind.POSTGRES:
+        return SqlDestination.postgres(target, table_name, check_table_name(schema))
+    if kind is Kind.DUCKDB:
         return SqlDestination.duckdb_file(Path(target), table_name)
     return DirectoryDestination(Path(target), parquet=parquet)
 
 
-def _watch_progress(conn: duckdb.DuckDBPyConnection, on_progress: LoadProgress | None) -> Callable[[], None]:
-    """Polls DuckDB's own progress of the running query from a thread; returns the function that stops it."""
+@contextmanager
+def watching_progress(conn: duckdb.DuckDBPyConnection, on_progress: LoadProgress | None) -> Iterator[None]:
+    """For the block, a thread polls DuckDB's own progress of the query running on `conn`."""
     if on_progress is None:
-        return lambda: None
+        yield
+        return
     done = threading.Event()
 
     def poll() -> None:
@@ -98,12 +109,11 @@ def _watch_progress(conn: duckdb.DuckDBPyConnection, on_progress: LoadProgress |
 
     watcher = threading.Thread(target=poll, name="pull-load-progress", daemon=True)
     watcher.start()
-
-    def stop() -> None:
+    try:
+        yield
+    finally:
         done.set()
         watcher.join()
-
-    return stop
 
 
 class SqlDestination:
@@ -136,12 +146,12 @@ class SqlDestination:
         # COPY in PostgreSQL's text format: its binary format made DuckDB spend 2.9x PostgreSQL's own COPY time
         # converting UBIGINT ids to numeric (bench/pull.py); the text one round-trips every type we write.
         conn.execute("SET pg_use_binary_copy = false")
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS dest.{quote_identifier(schema)}")
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS dest.{quote_ident(schema)}")
         label = f"PostgreSQL table {schema}.{table}"
-        return cls(conn, prefix=f"dest.{quote_identifier(schema)}.", table=table, dialect=Dialect.POSTGRES, label=label)
+        return cls(conn, prefix=f"dest.{quote_ident(schema)}.", table=table, dialect=Dialect.POSTGRES, label=label)
 
     def _name(self, table: str) -> str:
-        return self.prefix + quote_identifier(table)
+        return self.prefix + quote_ident(table)
 
     def _ensure_state(self) -> None:
         if STATE_TABLE in self._ensured:
@@ -176,18 +186,15 @@ class SqlDestination:
         self._ensure_state()
         self._ensure_table(parts.columns)
         select = read_parts_sql(parts.format, parts.columns, len(parts.paths))
-        names = ", ".join(quote_identifier(c.name) for c in [*parts.columns, Column(RUN_ID_COLUMN, "BIGINT")])
+        names = ", ".join(quote_ident(c.name) for c in [*parts.columns, Column(RUN_ID_COLUMN, "BIGINT")])
         self.conn.execute("BEGIN TRANSACTION")
         try:
-            stop = _watch_progress(self.conn, on_progress)
-            try:
+            with watching_progress(self.conn, on_progress):
                 # One statement over every part: DuckDB reads the files in parallel.
                 inserted = self.conn.execute(
                     f"INSERT INTO {self._name(self.table)} ({names}) SELECT *, ? FROM ({select})",
                     [delivery.run_id, [str(p) for p in parts.paths]],
                 ).fetchone()
-            finally:
-                stop()
             rows = int(inserted[0]) if inserted else 0
             if parts.expected_rows is not None and rows != parts.expected_rows:
                 raise DestinationError(
@@ -270,14 +277,11 @@ class DirectoryDestination:
             paths = [str(p) for p in parts.paths]
             if self.parquet:
                 target = staging / "data.parquet"
-                stop = _watch_progress(conn, on_progress)
-                try:
-                    conn.execute(
+                with watching_progress(conn, on_progress):
+                    # COPY answers the number of rows it wrote.
+                    counted = conn.execute(
                         f"COPY ({select}) TO {sql_string(str(target))} (FORMAT parquet, COMPRESSION zstd)", [paths]
-                    )
-                finally:
-                    stop()
-                counted = conn.execute("SELECT count(*) FROM read_parquet(?)", [str(target)]).fetchone()
+                    ).fetchone()
             else:
                 for path in parts.paths:
                     # Moved, not copied: the work folder lives in the destination, so this is a rename.

@@ -36,7 +36,7 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
-from dataexport.catalog.sql import Sql, quote_ident
+from dataexport.catalog.sql import Sql, quote_ident, sql_string
 from dataexport.errors import DataExportError
 from dataexport.warehouse.backend import MaintenanceReport, PreparedBatch, ReadLimits, RowGroup
 from dataexport.warehouse.batches import (
@@ -233,11 +233,6 @@ def _s3_endpoint(url: str | None) -> tuple[str | None, bool]:
     return parts.netloc.rsplit("@", 1)[-1], parts.scheme == "https"
 
 
-def _sql_string(value: str) -> str:
-    """A DuckDB string literal, for the statements that take no bound parameters (ATTACH, CREATE SECRET)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 # -- prepared batches -------------------------------------------------------------------------------------------
 
 
@@ -348,8 +343,8 @@ class DuckLakeWarehouse:
                     f"The lake's data path (DATAEXPORT_LAKE_DATA_PATH) cannot be made: {exc}"
                 ) from exc
         attach = (
-            f"ATTACH {_sql_string('ducklake:postgres:' + spec.catalog)} AS {ALIAS} "
-            f"(DATA_PATH {_sql_string(spec.data_path)}, METADATA_SCHEMA {_sql_string(spec.schema)})"
+            f"ATTACH {sql_string('ducklake:postgres:' + spec.catalog)} AS {ALIAS} "
+            f"(DATA_PATH {sql_string(spec.data_path)}, METADATA_SCHEMA {sql_string(spec.schema)})"
         )
         try:
             self._db.execute(attach)
@@ -787,15 +782,15 @@ def _utc_today() -> date:
 def _s3_secret_sql(s3: S3Access) -> str:
     options = [
         "TYPE s3",
-        f"KEY_ID {_sql_string(s3.key_id)}",
-        f"SECRET {_sql_string(s3.secret)}",
-        f"REGION {_sql_string(s3.region)}",
+        f"KEY_ID {sql_string(s3.key_id)}",
+        f"SECRET {sql_string(s3.secret)}",
+        f"REGION {sql_string(s3.region)}",
         "URL_STYLE 'path'",
         f"USE_SSL {'true' if s3.use_ssl else 'false'}",
-        f"SCOPE {_sql_string('s3://' + s3.bucket + '/')}",
+        f"SCOPE {sql_string('s3://' + s3.bucket + '/')}",
     ]
     if s3.endpoint:
-        options.append(f"ENDPOINT {_sql_string(s3.endpoint)}")
+        options.append(f"ENDPOINT {sql_string(s3.endpoint)}")
     return f"CREATE SECRET dataexport_lake_s3 ({', '.join(options)})"
 
 
