@@ -100,6 +100,10 @@ def served(tmp_path_factory) -> Served:
                 "DATAEXPORT_POLL_INTERVAL_SECONDS": "0.2",
                 "DATAEXPORT_PUBLIC_BASE_URL": proxy.url,  # tokens' endpoint and download URLs lead to the proxy
                 "DATAEXPORT_PART_MAX_BYTES": str(400_000),  # several parts per run
+                # Yesterday's window is due a minute after midnight, not at 02:30 UTC: the three runs exist at
+                # any time of day (before, only two windows were due, and the fixture timed out until then).
+                "DATAEXPORT_DAILY_LAG_MINUTES": "0",
+                "DATAEXPORT_SESSION_TIMEOUT_MINUTES": "1",
             }
         )
         project = cli_json(env, "projects", "create", "--name", "Pull")
