@@ -42,6 +42,8 @@ from dataexport.warehouse.ducklake import (
     libpq_conninfo,
 )
 from dataexport.warehouse.embedded import EmbeddedWarehouse
+from dataexport.warehouse.lake_ledger import TABLE as LEDGER_TABLE
+from dataexport.warehouse.lake_ledger import LakeLedger
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 from processes import service_env
 from support import free_port, scratch_pg_database
@@ -267,11 +269,11 @@ def _die_before_commit(spec, project_id: int, table: pa.Table) -> None:
     """A replica that dies once its batch's files and ledger row are written, before the COMMIT."""
     write = DuckLakeWarehouse._write
 
-    def write_then_die(*args) -> None:
-        write(*args)
+    def write_then_die(self, *args) -> None:
+        write(self, *args)
         os._exit(9)
 
-    DuckLakeWarehouse._write = staticmethod(write_then_die)
+    DuckLakeWarehouse._write = write_then_die
     spec.open().append(project_id, table)
 
 
@@ -295,6 +297,85 @@ def test_a_writer_dying_before_its_commit_leaves_no_rows_and_its_files_are_colle
         assert files_on_disk(tmp_path / "lake", 1) == live_files(warehouse, 1)
         assert not set(orphans) & set(files_on_disk(tmp_path / "lake", 1))
         assert count(warehouse, 1) == 40
+
+
+def _failing_stamp(*_args) -> None:
+    raise RuntimeError("the catalog went away before the commit")
+
+
+def ledger_rows(catalog_url: str, schema: str, project_id: int) -> list[tuple]:
+    """(committed,) of each ledger row of the project, in the lake's catalog database."""
+    with psycopg.connect(catalog_url, autocommit=True) as pg:
+        return pg.execute(
+            f"SELECT committed FROM {schema}.{LEDGER_TABLE} WHERE project_id = %s ORDER BY reserved_at", [project_id]
+        ).fetchall()
+
+
+def test_a_commit_failing_before_its_commit_point_deletes_the_files_it_wrote(catalog_url, tmp_path, monkeypatch):
+    settings = lake_settings(tmp_path, catalog_url)
+    with DuckLakeWarehouse.from_settings(settings) as warehouse:
+        with monkeypatch.context() as patched:
+            patched.setattr(DuckLakeWarehouse, "_stamp", staticmethod(_failing_stamp))
+            with pytest.raises(RuntimeError, match="went away"):
+                warehouse.append(1, views(40, days=("2026-03-01", "2026-03-02")))
+        assert files_on_disk(tmp_path / "lake", 1) == []  # both days' files were written, then deleted
+        assert warehouse.days(1) == []
+        assert ledger_rows(catalog_url, settings.lake_schema, 1) == []  # and its reservation dropped
+        assert warehouse.append(1, views(40, days=("2026-03-01", "2026-03-02"))).partitions == 2
+        assert files_on_disk(tmp_path / "lake", 1) == live_files(warehouse, 1)
+        assert count(warehouse, 1) == 40
+
+
+def test_a_commit_made_but_never_confirmed_is_known_by_its_snapshot(catalog_url, tmp_path, monkeypatch):
+    """A writer whose lake commit went through but that died (or lost the catalog) before confirming its ledger
+    rows: a retry, on another opening, finds the commit by the token in its snapshot and stores nothing."""
+    settings = lake_settings(tmp_path, catalog_url)
+    batch = views(20, days=("2026-03-01",))
+    with DuckLakeWarehouse.from_settings(settings) as warehouse:
+        with monkeypatch.context() as patched:
+            patched.setattr(LakeLedger, "confirm", lambda *_args: None)
+            assert not warehouse.append(1, batch, batch_key="k").duplicate
+        assert ledger_rows(catalog_url, settings.lake_schema, 1) == [(False,)]
+    with DuckLakeWarehouse.from_settings(settings) as another:
+        assert another.append(1, batch, batch_key="k").duplicate
+        assert ledger_rows(catalog_url, settings.lake_schema, 1) == [(True,)]
+        assert count(another, 1) == 20
+
+
+def test_maintenance_resolves_reservations_whose_writers_are_gone(catalog_url, tmp_path, monkeypatch):
+    settings = lake_settings(tmp_path, catalog_url)
+    with DuckLakeWarehouse.from_settings(settings) as warehouse:
+        with monkeypatch.context() as patched:
+            patched.setattr(LakeLedger, "confirm", lambda *_args: None)
+            warehouse.append(1, views(20, user="made"))  # committed, left pending
+        with monkeypatch.context() as patched:
+            patched.setattr(DuckLakeWarehouse, "_stamp", staticmethod(_failing_stamp))
+            patched.setattr(LakeLedger, "release", lambda *_args: None)
+            with pytest.raises(RuntimeError):
+                warehouse.append(1, views(20, user="lost"))  # never committed, left pending
+        assert ledger_rows(catalog_url, settings.lake_schema, 1) == [(False,), (False,)]
+        warehouse.maintain(datetime.now(UTC), settled_after=timedelta(hours=1))
+        assert len(ledger_rows(catalog_url, settings.lake_schema, 1)) == 2  # too young: maybe still under way
+        warehouse.maintain(datetime.now(UTC) + timedelta(minutes=11), settled_after=timedelta(hours=1))
+        assert ledger_rows(catalog_url, settings.lake_schema, 1) == [(True,)]
+        assert count(warehouse, 1) == 20
+        assert warehouse.append(1, views(20, user="made")).duplicate
+        assert not warehouse.append(1, views(20, user="lost")).duplicate
+
+
+def test_fresh_files_tell_where_their_user_ids_are(lake, project, tmp_path):
+    """Ingest writes each file's user_id statistics, so a day not yet merged is sliced by file as a merged one."""
+    first, second = views(30, user="a"), views(30, user="b")
+    for batch in (first, second):
+        lake.append(project, batch)
+    window = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+    with lake.read(project, *window, limits(tmp_path)) as src:
+        groups = src.row_groups(DAY)
+    expected = []
+    for batch in (first, second):
+        user_ids = as_stored_table(project, batch, NOW).column("user_id")
+        expected.append((pc.min(user_ids).as_py(), pc.max(user_ids).as_py(), 30))
+    assert sorted((g.min_user_id, g.max_user_id, g.rows) for g in groups) == sorted(expected)
 
 
 def _append_as_replica(spec, project_id: int, table: pa.Table, barrier, results) -> None:
@@ -324,8 +405,7 @@ def test_the_same_batch_from_two_processes_at_once_is_stored_once(catalog_url, t
     assert outcomes == [("stored", False), ("stored", True)]
     with spec.open() as warehouse:
         assert count(warehouse, 1) == 500
-        ledger = query(warehouse, "SELECT count(*) FROM lake.main.ingest_batches WHERE project_id = 1")
-        assert ledger == [(1,)]
+        assert ledger_rows(catalog_url, settings.lake_schema, 1) == [(True,)]
         options = query(
             warehouse,
             "SELECT option_name, value FROM ducklake_options('lake') WHERE scope_entry = 'main.pageviews'",
@@ -640,6 +720,32 @@ def test_a_lake_on_s3(catalog_url, tmp_path, s3_server, project):
         assert later.files_deleted == 5  # the four appended files, and the merged file of the deleted day
         keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]]
         assert len(keys) == 1 and "session_day=2026-03-02" in keys[0]
+
+
+def test_an_s3_commit_failing_before_its_commit_point_deletes_its_objects(
+    catalog_url, tmp_path, s3_server, project, monkeypatch
+):
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    client = s3_server.client()
+    client.create_bucket(Bucket=bucket)
+    settings = lake_settings(
+        tmp_path,
+        catalog_url,
+        lake_data_path=f"s3://{bucket}/lake/",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_access_key_id=s3_server.access_key_id,
+        s3_secret_access_key=s3_server.secret_access_key,
+        s3_region=s3_server.region,
+    )
+    with DuckLakeWarehouse.from_settings(settings) as warehouse:
+        with monkeypatch.context() as patched:
+            patched.setattr(DuckLakeWarehouse, "_stamp", staticmethod(_failing_stamp))
+            with pytest.raises(RuntimeError, match="went away"):
+                warehouse.append(project, views(20, days=("2026-03-01", "2026-03-02")))
+        assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+        assert warehouse.append(project, views(20, days=("2026-03-01", "2026-03-02"))).partitions == 2
+        keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+        assert [f"s3://{bucket}/{key}" for key in keys] == live_files(warehouse, project)
 
 
 def test_an_s3_lake_without_its_bucket_names_the_setting(catalog_url, tmp_path, s3_server):

@@ -98,3 +98,37 @@ def test_close_commits_what_was_submitted_and_refuses_the_rest():
         assert (first.result(), second.result()) == (10, 20)
     with pytest.raises(CommitterClosed):
         committer.submit(3)
+
+
+def test_after_a_group_of_several_the_committer_lingers_for_more():
+    recorder = Recorder()
+    committer = GroupCommitter(recorder, max_group_size=2, linger=30.0)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(committer.submit, 1)
+        assert recorder.first_entered.wait(10)
+        pair = [pool.submit(committer.submit, i) for i in (2, 3)]
+        wait_queued(committer, 2)
+        recorder.release.set()
+        assert first.result() == 10 and [f.result() for f in pair] == [20, 30]
+        # The group before was of two: the next item waits for company (here until the group is full).
+        alone = pool.submit(committer.submit, 4)
+        time.sleep(0.2)  # without the linger, 4 would be committed alone by now
+        assert committer.submit(5) == 50 and alone.result() == 40
+    assert recorder.groups[:2] == [[1], [2, 3]] and sorted(recorder.groups[2]) == [4, 5] and len(recorder.groups) == 3
+    committer.close()
+
+
+def test_after_a_group_of_one_nothing_lingers():
+    recorder = Recorder()
+    recorder.release.set()
+    committer = GroupCommitter(recorder, max_group_size=100, linger=60.0)
+    started = time.monotonic()
+    assert committer.submit(1) == 10 and committer.submit(2) == 20
+    assert time.monotonic() - started < 30  # a linger would have held each for a minute
+    assert recorder.groups == [[1], [2]]
+    committer.close()
+
+
+def test_a_negative_linger_is_refused():
+    with pytest.raises(ValueError, match="linger"):
+        GroupCommitter(Recorder(), max_group_size=1, linger=-1)

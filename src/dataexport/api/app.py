@@ -20,7 +20,7 @@ from dataexport.clock import Clock, system_clock
 from dataexport.config import Settings
 from dataexport.console import install_console
 from dataexport.engine.runtime import background_for
-from dataexport.gc_tuning import settle_heap
+from dataexport.gc_tuning import settle_heap, shorten_thread_switches
 from dataexport.metadata.db import make_engine, make_sessionmaker, migrate
 from dataexport.security.keys import resolve_jwt_key
 from dataexport.serving import SERVE_SETTINGS_ENV
@@ -126,6 +126,7 @@ def served_app(settings: Settings) -> FastAPI:
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     settle_heap()
+    shorten_thread_switches()
     return app
 
 

@@ -94,6 +94,13 @@ class S3Storage:
             self.client.upload_file(str(local_path), self.bucket, object_key, Config=_TRANSFER)
         return size
 
+    def put_bytes(self, key: str, data: bytes) -> int:
+        """One PUT of bytes already in memory (the lake's fresh files), into an existing bucket."""
+        object_key = self.object_key(key)
+        with _backend(f"Writing {key}"):
+            self.client.put_object(Bucket=self.bucket, Key=object_key, Body=data)
+        return len(data)
+
     def delete(self, key: str) -> None:
         object_key = self.object_key(key)
         with _backend(f"Deleting {key}"):

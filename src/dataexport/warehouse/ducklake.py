@@ -2,15 +2,16 @@
 or in a directory, shared by every process and machine that opens it with the same settings.
 
 One DuckDB database per warehouse (loading the extensions and attaching the lake is slow: done once), one
-cursor of it per operation, so threads never share a DuckDB connection. DuckLake has no unique keys, and a DuckDB
-transaction cannot write both the lake and a plain PostgreSQL table, so idempotency rests on a ledger table of the
-lake, written in the same snapshot as the rows, and on PostgreSQL advisory locks (taken on psycopg connections to
-the catalog database, released by PostgreSQL if the process dies):
+cursor of it per operation, so threads never share a DuckDB connection. An ingest commit adds Parquet files
+written by pyarrow (lake_files.py) in one snapshot. DuckLake has no unique keys, so idempotency rests on a ledger
+of batches in a PostgreSQL table beside the catalog, tied to the snapshots by a token (lake_ledger.py), and on
+PostgreSQL advisory locks (taken on psycopg connections to the catalog database, released by PostgreSQL if the
+process dies):
 - the batch lock, on (project, batch id), around the ledger lookup and the commit: two replicas committing the
   same batch at once store it once;
 - the write lock, shared by ingest commits (for their whole transaction) and merges, exclusive for DELETEs
-  (retention, ledger pruning): a DuckLake DELETE fails to commit when an insert into its table committed
-  meanwhile, and an insert fails to commit when a DELETE committed after its transaction began;
+  (retention, dedupe): a DuckLake DELETE fails to commit when an insert into its table committed meanwhile, and
+  an insert fails to commit when a DELETE committed after its transaction began;
 - the maintenance lock, tried: one scheduler of many does the upkeep;
 - the bootstrap lock, around the attach and the schema's creation at open.
 See docs/warehouse-interface.md, section 3.
@@ -48,11 +49,14 @@ from dataexport.warehouse.batches import (
     batch_id_of,
     content_fingerprint,
     is_retry,
+    split_by_session_day,
     stored_as_given,
 )
 from dataexport.warehouse.duckdb_extensions import LAKE_EXTENSIONS, connect
 from dataexport.warehouse.duckdb_read import STREAMING_BUFFER
 from dataexport.warehouse.group_commit import GroupCommitter
+from dataexport.warehouse.lake_files import LocalTableFiles, S3TableFiles, encode, partition_file
+from dataexport.warehouse.lake_ledger import LakeLedger, Reservation, commit_info
 from dataexport.warehouse.relations import empty_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
@@ -61,7 +65,6 @@ if TYPE_CHECKING:
 
 ALIAS = "lake"  # the lake's name in our DuckDB database
 PAGEVIEWS = f"{ALIAS}.main.pageviews"
-LEDGER = f"{ALIAS}.main.ingest_batches"
 UPKEEP = f"{ALIAS}.main.upkeep"
 NATURAL_KEY = "user_id_unhashed, session_number, view_number"
 # Snapshots, and the files only they still use, are kept this long: longer than any export pinned to one lasts.
@@ -75,20 +78,23 @@ PAGEVIEW_OPTIONS: dict[str, tuple[object, str]] = {
     "target_file_size": ("64MB", "64000000"),
 }
 ROW_BATCH = 64 * 1024  # rows per Arrow batch of a scan
-# DuckDB memory the lake's database has when nothing else claims some: catalog queries only. Reads, commits and
-# merges each add their own claim, so that a worker's reads get their limit and no more (a base of the extraction's
-# limit let every read use twice its own).
+# DuckDB memory the lake's database has when nothing else claims some: catalog queries and ingest commits (which
+# only read their new files' footers). Reads and merges each add their own claim, so that a worker's reads get their
+# limit and no more (a base of the extraction's limit let every read use twice its own).
 CATALOG_MEMORY = 64_000_000
 # Memory a merge claims: it holds a row group of the merged file, which for wide rows of
 # nested lists is more than an extraction's limit (DATAEXPORT_DUCKDB_MEMORY_LIMIT) by default. Measured on demo
 # traffic: the need does not grow with the partition, as the merged file is written one row group at a time.
 MERGE_MEMORY = 1_000_000_000
-# Memory a group commit claims: DuckDB buffers a partition's rows up to a row group before writing them, and a group
-# of wide rows of one day outgrew the extraction's limit (copying 10M demo pageviews into a lake, 100k rows a chunk).
-WRITE_MEMORY = 512_000_000
 # Rows one lake commit may hold, summed over the callers' batches it groups (see group_commit.py): large enough
 # that commits stay few under load, small enough that a group's Arrow tables and files stay a few tens of MB.
 MAX_GROUP_ROWS = 100_000
+# A reservation this old has lost its writer (a commit holds its locks for seconds at most): maintenance resolves it.
+STALE_RESERVATION = timedelta(minutes=10)
+# Seconds the committer waits for more batches after a commit of several (group_commit.py): some latency under
+# load, for commits that each hold several times more rows. Shorter lingers caught few of the requests still
+# being decoded on a busy machine.
+COMMIT_LINGER = 0.050
 LOCK_TIMEOUT_MS = 60_000  # no advisory lock is held for long: a wait this long means a stuck peer
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _CONNINFO_KEYWORD = re.compile(r"[a-z_]+")
@@ -119,6 +125,7 @@ class S3Access:
     region: str
     endpoint: str | None  # host:port; None: AWS
     use_ssl: bool
+    endpoint_url: str | None  # the same endpoint as a URL, for boto3 (lake_files.py)
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ class DuckLakeSpec:
     data_path: str  # s3://bucket/prefix/ or an absolute directory, ending with "/"
     s3: S3Access | None
     spill_dir: str  # DuckDB's temp_directory
-    memory_limit: int  # bytes of DuckDB memory for catalog work; reads, commits and merges each add their own claim
+    memory_limit: int  # bytes of DuckDB memory for catalog work; reads and merges each add their own claim
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckLakeSpec:
@@ -219,6 +226,7 @@ def _data_path(settings: Settings) -> tuple[str, S3Access | None]:
         region=settings.s3_region,
         endpoint=endpoint,
         use_ssl=use_ssl,
+        endpoint_url=settings.s3_endpoint_url or None,
     )
     return path.rstrip("/") + "/", access
 
@@ -261,6 +269,18 @@ class DuckLakeStager:
         return LakeBatch(batch_id_of(project_id, stored, batch_key), stored.num_rows, fingerprint, stored)
 
 
+def _partitions(tables: Sequence[tuple[int, pa.Table]]) -> list[tuple[int, date, pa.Table]]:
+    """(project, session day, rows) of each partition the tables' rows (with their session_day) fall in."""
+    by_project: dict[int, list[pa.Table]] = {}
+    for project_id, table in tables:
+        by_project.setdefault(project_id, []).append(table)
+    return [
+        (project_id, day, rows)
+        for project_id, parts in by_project.items()
+        for day, rows in split_by_session_day(pa.concat_tables(parts) if len(parts) > 1 else parts[0])
+    ]
+
+
 def _with_session_day(table: pa.Table) -> tuple[pa.Table, int]:
     """The table with its UTC session day as a column (the partition key), and how many days it holds. Computed
     here rather than in SQL, where a cast of a TIMESTAMPTZ to DATE follows the connection's time zone."""
@@ -279,17 +299,24 @@ class DuckLakeWarehouse:
         self._spec = spec
         self._meta = f"{quote_ident('__ducklake_metadata_' + ALIAS)}.{quote_ident(spec.schema)}"
         self._pg = _PgPool(spec)
+        self._ledger = LakeLedger(spec.schema)
         self._cursor_lock = threading.Lock()
         self._db = self._open_database()
         self._committer: GroupCommitter[tuple[int, LakeBatch], StoredBatch] = GroupCommitter(
-            self._commit_group, max_group_size=MAX_GROUP_ROWS, size_of=lambda item: item[1].rows, name="lake-commit"
+            self._commit_group,
+            max_group_size=MAX_GROUP_ROWS,
+            size_of=lambda item: item[1].rows,
+            linger=COMMIT_LINGER,
+            name="lake-commit",
         )
         try:
             self._limits = _SharedLimits(self._cursor, spec.memory_limit)
             with self._pg.connection() as pg, _advisory_lock(pg, self._lock_key("bootstrap")):
                 self._attach()
                 self._bootstrap()
-            self._table_id, self._user_id_column = self._pageviews_ids()
+                self._ledger.create(pg)
+            self._table_id, self._user_id_column, table_path = self._pageviews_ids()
+            self._files = self._table_files(table_path)
         except BaseException:
             self.close()
             raise
@@ -382,15 +409,6 @@ class DuckLakeWarehouse:
                 cur.execute(f"ALTER TABLE {PAGEVIEWS} SET PARTITIONED BY (project_id, session_day)")
                 cur.execute(f"ALTER TABLE {PAGEVIEWS} SET SORTED BY (user_id, session_id, view_number)")
                 cur.commit()
-            if "ingest_batches" not in tables:
-                # Small: one row per batch, inlined in the catalog (DuckLake's default), pruned by day.
-                cur.begin()
-                cur.execute(
-                    f"CREATE TABLE {LEDGER} (project_id INTEGER, day DATE, batch_id VARCHAR, fingerprint VARCHAR, "
-                    "committed_at TIMESTAMPTZ)"
-                )
-                cur.execute(f"ALTER TABLE {LEDGER} SET PARTITIONED BY (project_id, day)")
-                cur.commit()
             if "upkeep" not in tables:
                 # One row per kind of upkeep that remembers where it got to (the dedupe pass's snapshot).
                 cur.begin()
@@ -407,11 +425,13 @@ class DuckLakeWarehouse:
                 if current.get(option) != shown:
                     cur.execute(f"CALL {ALIAS}.set_option(?, ?, table_name => 'pageviews')", [option, value])
 
-    def _pageviews_ids(self) -> tuple[int, int]:
-        """The catalog ids of the pageviews table and of its user_id column, for the row-group query."""
+    def _pageviews_ids(self) -> tuple[int, int, str]:
+        """The catalog ids of the pageviews table and of its user_id column, for the row-group query, and where the
+        table's files go."""
         with self._cursor() as cur:
             found = cur.execute(
-                f"SELECT t.table_id, c.column_id FROM {self._meta}.ducklake_table t "
+                f"SELECT t.table_id, c.column_id, s.path, s.path_is_relative, t.path, t.path_is_relative "
+                f"FROM {self._meta}.ducklake_table t "
                 f"JOIN {self._meta}.ducklake_schema s ON s.schema_id = t.schema_id "
                 f"JOIN {self._meta}.ducklake_column c ON c.table_id = t.table_id "
                 "WHERE s.schema_name = 'main' AND t.table_name = 'pageviews' AND c.column_name = 'user_id' "
@@ -420,7 +440,29 @@ class DuckLakeWarehouse:
             ).fetchone()
         if found is None:
             raise LakeUnavailable(f"The lake's catalog (schema {self._spec.schema}) has no pageviews.user_id column")
-        return int(found[0]), int(found[1])
+        table_id, column_id, schema_path, schema_relative, table_path, table_relative = found
+        schema_dir = self._spec.data_path + schema_path if schema_relative else schema_path
+        return int(table_id), int(column_id), schema_dir + table_path if table_relative else table_path
+
+    def _table_files(self, table_path: str) -> LocalTableFiles | S3TableFiles:
+        """Where ingest commits put the pageviews table's new files (lake_files.py)."""
+        s3 = self._spec.s3
+        if s3 is None:
+            return LocalTableFiles(table_path)
+        from dataexport.storage.s3 import S3Storage  # boto3 is heavy: only lakes on S3 load it
+
+        bucket_url = f"s3://{s3.bucket}/"
+        if not table_path.startswith(bucket_url):
+            raise LakeUnavailable(f"The lake's pageviews table is at {table_path}, outside its bucket {bucket_url}")
+        storage = S3Storage(
+            s3.bucket,
+            prefix=table_path.removeprefix(bucket_url).strip("/"),
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+            access_key_id=s3.key_id,
+            secret_access_key=s3.secret,
+        )
+        return S3TableFiles(table_path, storage)
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -469,25 +511,25 @@ class DuckLakeWarehouse:
         return self._committer.submit((project_id, batch))
 
     def _commit_group(self, group: Sequence[tuple[int, LakeBatch]]) -> list[StoredBatch | BaseException]:
-        """The batches of several callers in one lake commit: one ledger lookup, one INSERT of their rows, one of
-        their ledger rows. Each batch's outcome is its own (stored, duplicate, or a key reused with other rows);
-        a failure of the commit itself fails them all."""
+        """The batches of several callers in one lake commit: one ledger lookup, one reservation of their ledger
+        rows, one snapshot of their files. Each batch's outcome is its own (stored, duplicate, or a key reused
+        with other rows); a failure of the commit itself fails them all."""
         # Sorted, so that two replicas committing overlapping groups take the batch locks in the same order.
         keys = sorted({self._lock_key("batch", project_id, batch.batch_id) for project_id, batch in group})
+        today = _utc_today()
         with (
-            self._limits.claimed(WRITE_MEMORY),
-            self._pg.connection() as pg,
+            self._pg.connection() as pg,  # no memory claim: DuckDB only reads the new files' footers
             pg.transaction(),
+            self._pg.connection() as ledger,  # autocommit: a reservation is durable before the lake commit
             self._cursor() as cur,
         ):
-            cur.execute("SET preserve_insertion_order = false")  # the rows' order in a file is the merge's to set
-            for key in keys:  # held until the PostgreSQL transaction ends, after the lake commit
-                pg.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+            # Held until the PostgreSQL transaction ends, after the lake commit; taken in the array's order.
+            pg.execute("SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0))) FROM unnest(%s::text[]) k", [keys])
             # The shared write lock, for the whole transaction: an insert also fails to commit when a DELETE
             # committed after the insert's transaction began.
             pg.execute("SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))", [self._lock_key("write")])
-            cur.begin()  # after the batch locks: the lookup sees every commit of these batch ids made before
-            known = self._committed_fingerprints(cur, {(project_id, batch.batch_id) for project_id, batch in group})
+            # After the batch locks: the lookup sees every commit of these batch ids made before.
+            known = self._ledger.committed(ledger, {(project_id, batch.batch_id) for project_id, batch in group}, today)
             outcomes: list[StoredBatch | BaseException] = []
             new: list[tuple[int, LakeBatch, pa.Table]] = []
             for project_id, batch in group:
@@ -503,46 +545,44 @@ class DuckLakeWarehouse:
                 new.append((project_id, batch, table))
                 outcomes.append(StoredBatch(batch.batch_id, batch.rows, partitions=days))
             if new:
-                self._write(cur, new)
-                cur.commit()
-            else:
-                cur.rollback()
+                reserved = self._ledger.reserve(ledger, [(p, b.batch_id, b.fingerprint) for p, b, _ in new], today)
+                written: list[str] = []
+                try:
+                    cur.begin()
+                    self._write(cur, new, written)
+                    self._stamp(cur, reserved)
+                except BaseException:  # before the commit point: nothing of it is in the lake
+                    self._delete_files(written)
+                    with suppress(psycopg.Error):  # left pending, the next lookup resolves it
+                        self._ledger.release(ledger, reserved)
+                    raise
+                cur.commit()  # the commit point; if it fails it may still have been made: the rows stay pending
+                with suppress(psycopg.Error):  # the batches are stored either way; pending, they are resolved later
+                    self._ledger.confirm(ledger, reserved)
         return outcomes
 
-    @staticmethod
-    def _write(cur: duckdb.DuckDBPyConnection, batches: list[tuple[int, LakeBatch, pa.Table]]) -> None:
-        """The batches' rows (a file per session day, written now) and their ledger rows, in the open transaction."""
-        rows = pa.concat_tables([table for _, _, table in batches]) if len(batches) > 1 else batches[0][2]
-        ledger = pa.table(
-            {
-                "project_id": pa.array([project_id for project_id, _, _ in batches], pa.int32()),
-                "day": pa.array([_utc_today()] * len(batches), pa.date32()),
-                "batch_id": [batch.batch_id for _, batch, _ in batches],
-                "fingerprint": [batch.fingerprint for _, batch, _ in batches],
-            }
-        )
-        cur.register("lake_batch", rows)
-        cur.register("lake_ledger", ledger)
-        cur.execute(f"INSERT INTO {PAGEVIEWS} BY NAME SELECT * FROM lake_batch")
-        cur.execute(f"INSERT INTO {LEDGER} SELECT project_id, day, batch_id, fingerprint, now() FROM lake_ledger")
+    def _write(
+        self, cur: duckdb.DuckDBPyConnection, batches: list[tuple[int, LakeBatch, pa.Table]], written: list[str]
+    ) -> None:
+        """The batches' rows, a file per project and session day written now (each appended to `written`, for
+        the caller to delete if the transaction fails before its commit) and added to the open transaction."""
+        for project_id, day, rows in _partitions([(project_id, table) for project_id, _, table in batches]):
+            location = self._files.put(partition_file(project_id, day), encode(rows))
+            written.append(location)
+            cur.execute(f"CALL ducklake_add_data_files({sql_string(ALIAS)}, 'pageviews', ?)", [location])
+
+    def _delete_files(self, locations: list[str]) -> None:
+        """Files of a transaction that failed before its commit; what cannot be deleted now, the orphaned-file
+        cleanup deletes later (once a commit was tried, it may have been made: its files are never deleted here)."""
+        for location in locations:
+            with suppress(Exception):
+                self._files.delete(location)
 
     @staticmethod
-    def _committed_fingerprints(
-        cur: duckdb.DuckDBPyConnection, wanted: set[tuple[int, str]]
-    ) -> dict[tuple[int, str], str]:
-        """The fingerprints ("" for unkeyed batches) of the wanted (project, batch id) pairs committed in the last
-        IDEMPOTENCY_DAYS UTC days."""
-        today = _utc_today()
-        days = [today - timedelta(days=d) for d in range(IDEMPOTENCY_DAYS)]
-        projects = sorted({project_id for project_id, _ in wanted})
-        ids = sorted({batch_id for _, batch_id in wanted})
-        found = cur.execute(
-            f"SELECT project_id, batch_id, fingerprint FROM {LEDGER} "
-            f"WHERE project_id IN ({', '.join('?' for _ in projects)}) AND day IN ({', '.join('?' for _ in days)}) "
-            f"AND batch_id IN ({', '.join('?' for _ in ids)})",
-            [*projects, *days, *ids],
-        ).fetchall()
-        return {(p, b): f or "" for p, b, f in found if (p, b) in wanted}
+    def _stamp(cur: duckdb.DuckDBPyConnection, reserved: Reservation) -> None:
+        """Mark the snapshot with the reservation's token: how a pending ledger row is told committed or not."""
+        info = sql_string(commit_info(reserved.token))
+        cur.execute(f"CALL {ALIAS}.set_commit_message('dataexport', 'ingest', extra_info => {info})")
 
     # -- read side --------------------------------------------------------------------------------------------
 
@@ -694,15 +734,16 @@ class DuckLakeWarehouse:
         return 1
 
     def _prune_ledger(self, pg: psycopg.Connection, now: datetime) -> int:
-        """Delete the ledger rows no lookup reads any more (committed before the last IDEMPOTENCY_DAYS UTC days)."""
-        first_kept = now.astimezone(UTC).date() - timedelta(days=IDEMPOTENCY_DAYS - 1)
-        with _advisory_lock(pg, self._lock_key("write")), self._cursor() as cur:
-            cur.begin()
-            old = _scalar(cur, f"SELECT count(*) FROM {LEDGER} WHERE day < ?", [first_kept])
-            if old:
-                cur.execute(f"DELETE FROM {LEDGER} WHERE day < ?", [first_kept])
-            cur.commit()
-        return int(old)
+        """Resolve the ledger rows left pending by writers long gone (before the snapshots that tell expire), then
+        delete the rows no lookup reads any more (committed before the last IDEMPOTENCY_DAYS UTC days)."""
+        today = now.astimezone(UTC).date()
+        for project_id, batch_id in self._ledger.stale(pg, now - STALE_RESERVATION):
+            with pg.transaction():
+                key = self._lock_key("batch", project_id, batch_id)
+                held = pg.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", [key]).fetchone()
+                if held and held[0]:  # else its writer is still at it
+                    self._ledger.committed(pg, [(project_id, batch_id)], today)
+        return self._ledger.prune(pg, today - timedelta(days=IDEMPOTENCY_DAYS - 1))
 
 
 class LakeSource:

@@ -3,14 +3,18 @@
 A lake commit costs a fixed share of catalog round trips whatever it holds, so committing each request's
 batch on its own caps ingest at a few dozen commits a second. Here every request thread hands its batch to one
 committer thread and waits; the committer takes whatever has piled up while the previous commit ran (up to a
-bound), commits it in one go, and answers each waiting thread with its own outcome. No timer: under light load
-a batch is committed alone at once; under heavy load groups grow by themselves.
+bound), commits it in one go, and answers each waiting thread with its own outcome. Under light load a batch is
+committed alone at once. When the previous group held several batches (callers are arriving together), the
+committer lingers for more before it commits: under load a commit then holds more batches, and its fixed share
+of CPU, which the request threads need, is paid less often (docs/warehouse-interface.md, section 3, has the
+figures).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -41,10 +45,15 @@ class GroupCommitter(Generic[Item, Outcome]):
         *,
         max_group_size: int,
         size_of: Callable[[Item], int] = lambda _item: 1,
+        linger: float = 0.0,
         name: str = "group-commit",
     ) -> None:
+        """`linger`: seconds to wait for more items after a group of several (never after a group of one)."""
         if max_group_size < 1:
             raise ValueError("max_group_size must be positive")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
+        self._linger = linger
         self._commit_group = commit_group
         self._max = max_group_size
         self._size_of = size_of
@@ -70,6 +79,7 @@ class GroupCommitter(Generic[Item, Outcome]):
 
     def _run(self) -> None:
         carried: _Pending[Item, Outcome] | None = None
+        previous = 1  # items of the previous group
         while True:
             first = carried if carried is not None else self._queue.get()
             carried = None
@@ -77,9 +87,11 @@ class GroupCommitter(Generic[Item, Outcome]):
                 return
             group, size = [first], first.size
             stop = False
+            deadline = time.monotonic() + (self._linger if previous > 1 else 0.0)
             while size < self._max:
                 try:
-                    nxt = self._queue.get_nowait()
+                    wait = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -90,6 +102,7 @@ class GroupCommitter(Generic[Item, Outcome]):
                     break
                 group.append(nxt)
                 size += nxt.size
+            previous = len(group)
             self._commit(group)
             if stop:
                 self._drain()

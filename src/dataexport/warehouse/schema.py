@@ -15,6 +15,12 @@ import pyarrow as pa
 
 TS = pa.timestamp("ms", tz="UTC")
 
+# Files written by an append live until compaction merges them, so they are written for speed: lz4, no
+# dictionaries, statistics only on the columns exports filter files on. Half the CPU of the zstd defaults (the
+# biggest share of an append), for files about 40% larger until their partition is compacted.
+FRESH_FILE_STATISTICS = ("session_time", "view_time", "device_id")
+FRESH_FILE_OPTIONS = {"compression": "lz4", "use_dictionary": False, "write_statistics": list(FRESH_FILE_STATISTICS)}
+
 ERROR = pa.struct(
     [
         ("message", pa.string()),

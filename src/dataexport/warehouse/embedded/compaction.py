@@ -47,7 +47,7 @@ class CompactionResult:
 
 
 def needs_compaction(files: list[Path], min_files: int = 2) -> bool:
-    """Several files to merge, or one still in the fast format `append` writes (see store.FRESH_FILE_OPTIONS)."""
+    """Several files to merge, or one still in the fast format `append` writes (see schema.FRESH_FILE_OPTIONS)."""
     if len(files) >= min_files:
         return True
     return len(files) == 1 and _is_fresh(files[0])

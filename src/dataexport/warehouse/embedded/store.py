@@ -60,16 +60,9 @@ from dataexport.warehouse.batches import (
 )
 from dataexport.warehouse.embedded.durable import fsync_dir, locked, makedirs_durable, try_lock
 from dataexport.warehouse.embedded.layout import partition_dir
+from dataexport.warehouse.schema import FRESH_FILE_OPTIONS
 
 COMPRESSION = "zstd"  # of compacted files (compaction.py): small, with dictionaries and full statistics
-# Files written by `append` live until compaction merges them, so they are written for speed: lz4, no
-# dictionaries, statistics only on the columns exports filter files on. Half the CPU of the zstd defaults (the
-# biggest share of an append), for files about 40% larger until their partition is compacted.
-FRESH_FILE_OPTIONS = {
-    "compression": "lz4",
-    "use_dictionary": False,
-    "write_statistics": ["session_time", "view_time", "device_id"],
-}
 
 
 class PageviewStore:
