@@ -692,18 +692,24 @@ def test_maintenance_merges_files_sorted_and_keeps_every_row(catalog_url, tmp_pa
 # -- S3, settings and errors --------------------------------------------------------------------------------------
 
 
-def test_a_lake_on_s3(catalog_url, tmp_path, s3_server, project):
+def s3_lake_settings(tmp_path: Path, catalog_url: str, s3_server, prefix: str) -> tuple[str, Settings]:
+    """A new bucket, and the settings of a lake under s3://bucket/prefix on it."""
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     s3_server.client().create_bucket(Bucket=bucket)
     settings = lake_settings(
         tmp_path,
         catalog_url,
-        lake_data_path=f"s3://{bucket}/pageviews",
+        lake_data_path=f"s3://{bucket}/{prefix}",
         s3_endpoint_url=s3_server.endpoint_url,
         s3_access_key_id=s3_server.access_key_id,
         s3_secret_access_key=s3_server.secret_access_key,
         s3_region=s3_server.region,
     )
+    return bucket, settings
+
+
+def test_a_lake_on_s3(catalog_url, tmp_path, s3_server, project):
+    bucket, settings = s3_lake_settings(tmp_path, catalog_url, s3_server, "pageviews")
     with open_warehouse(settings) as warehouse:
         assert isinstance(warehouse, DuckLakeWarehouse) and isinstance(warehouse, Warehouse)
         for user in ("a", "b"):
@@ -725,18 +731,8 @@ def test_a_lake_on_s3(catalog_url, tmp_path, s3_server, project):
 def test_an_s3_commit_failing_before_its_commit_point_deletes_its_objects(
     catalog_url, tmp_path, s3_server, project, monkeypatch
 ):
-    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    bucket, settings = s3_lake_settings(tmp_path, catalog_url, s3_server, "lake/")
     client = s3_server.client()
-    client.create_bucket(Bucket=bucket)
-    settings = lake_settings(
-        tmp_path,
-        catalog_url,
-        lake_data_path=f"s3://{bucket}/lake/",
-        s3_endpoint_url=s3_server.endpoint_url,
-        s3_access_key_id=s3_server.access_key_id,
-        s3_secret_access_key=s3_server.secret_access_key,
-        s3_region=s3_server.region,
-    )
     with DuckLakeWarehouse.from_settings(settings) as warehouse:
         with monkeypatch.context() as patched:
             patched.setattr(DuckLakeWarehouse, "_stamp", staticmethod(_failing_stamp))
