@@ -56,7 +56,7 @@ from dataexport.warehouse.duckdb_extensions import LAKE_EXTENSIONS, connect
 from dataexport.warehouse.duckdb_read import STREAMING_BUFFER
 from dataexport.warehouse.group_commit import GroupCommitter
 from dataexport.warehouse.lake_files import LocalTableFiles, S3TableFiles, encode, partition_file
-from dataexport.warehouse.lake_ledger import LakeLedger, Reservation, commit_info
+from dataexport.warehouse.lake_ledger import LakeLedger, commit_info
 from dataexport.warehouse.relations import empty_source
 from dataexport.warehouse.schema import PAGEVIEW_SCHEMA
 
@@ -545,20 +545,20 @@ class DuckLakeWarehouse:
                 new.append((project_id, batch, table))
                 outcomes.append(StoredBatch(batch.batch_id, batch.rows, partitions=days))
             if new:
-                reserved = self._ledger.reserve(ledger, [(p, b.batch_id, b.fingerprint) for p, b, _ in new], today)
+                token = self._ledger.reserve(ledger, [(p, b.batch_id, b.fingerprint) for p, b, _ in new], today)
                 written: list[str] = []
                 try:
                     cur.begin()
                     self._write(cur, new, written)
-                    self._stamp(cur, reserved)
+                    self._stamp(cur, token)
                 except BaseException:  # before the commit point: nothing of it is in the lake
                     self._delete_files(written)
                     with suppress(psycopg.Error):  # left pending, the next lookup resolves it
-                        self._ledger.release(ledger, reserved)
+                        self._ledger.release(ledger, token)
                     raise
                 cur.commit()  # the commit point; if it fails it may still have been made: the rows stay pending
                 with suppress(psycopg.Error):  # the batches are stored either way; pending, they are resolved later
-                    self._ledger.confirm(ledger, reserved)
+                    self._ledger.confirm(ledger, token)
         return outcomes
 
     def _write(
@@ -579,9 +579,9 @@ class DuckLakeWarehouse:
                 self._files.delete(location)
 
     @staticmethod
-    def _stamp(cur: duckdb.DuckDBPyConnection, reserved: Reservation) -> None:
+    def _stamp(cur: duckdb.DuckDBPyConnection, token: str) -> None:
         """Mark the snapshot with the reservation's token: how a pending ledger row is told committed or not."""
-        info = sql_string(commit_info(reserved.token))
+        info = sql_string(commit_info(token))
         cur.execute(f"CALL {ALIAS}.set_commit_message('dataexport', 'ingest', extra_info => {info})")
 
     # -- read side --------------------------------------------------------------------------------------------

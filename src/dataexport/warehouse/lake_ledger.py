@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 import psycopg
@@ -26,14 +25,6 @@ from dataexport.catalog.sql import quote_ident
 from dataexport.warehouse.batches import IDEMPOTENCY_DAYS
 
 TABLE = "dataexport_ingest_batches"
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """The pending ledger rows of one lake commit, and the token its snapshot carries."""
-
-    token: str
-    rows: tuple[tuple[int, str, str], ...]  # (project, batch id, fingerprint)
 
 
 class LakeLedger:
@@ -64,14 +55,18 @@ class LakeLedger:
             [[p for p, _ in pairs], [b for _, b in pairs], today - timedelta(days=IDEMPOTENCY_DAYS - 1)],
         ).fetchall()
         held: dict[tuple[int, str], str] = {}
+        resolved: dict[str, bool] = {}  # the rows of one reservation share its token: looked up once
         for project_id, batch_id, fingerprint, committed, token, after in found:
-            if committed or self._resolve(pg, str(token), after):
+            if not committed and str(token) not in resolved:
+                resolved[str(token)] = self._resolve(pg, str(token), after)
+            if committed or resolved[str(token)]:
                 held[(project_id, batch_id)] = fingerprint
         return held
 
-    def reserve(self, pg: psycopg.Connection, rows: Sequence[tuple[int, str, str]], today: date) -> Reservation:
-        """Pending rows for batches about to be committed, durable before the lake commit. A row of the same batch
-        outside the window (or of an attempt known not to have committed) is replaced."""
+    def reserve(self, pg: psycopg.Connection, rows: Sequence[tuple[int, str, str]], today: date) -> str:
+        """Pending rows for (project, batch id, fingerprint) of batches about to be committed, durable before the
+        lake commit; their token. A row of the same batch outside the window (or of an attempt known not to have
+        committed) is replaced."""
         token = str(uuid.uuid4())
         pg.execute(
             f"INSERT INTO {self._table} (project_id, batch_id, fingerprint, day, token, after_snapshot, committed) "
@@ -82,14 +77,14 @@ class LakeLedger:
             "reserved_at = now()",
             [today, token, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]],
         )
-        return Reservation(token, tuple(rows))
+        return token
 
-    def confirm(self, pg: psycopg.Connection, reservation: Reservation) -> None:
-        pg.execute(f"UPDATE {self._table} SET committed = true WHERE token = %s", [reservation.token])
+    def confirm(self, pg: psycopg.Connection, token: str) -> None:
+        pg.execute(f"UPDATE {self._table} SET committed = true WHERE token = %s", [token])
 
-    def release(self, pg: psycopg.Connection, reservation: Reservation) -> None:
+    def release(self, pg: psycopg.Connection, token: str) -> None:
         """Drop the rows of a reservation whose lake commit is known not to have been made."""
-        pg.execute(f"DELETE FROM {self._table} WHERE token = %s AND NOT committed", [reservation.token])
+        pg.execute(f"DELETE FROM {self._table} WHERE token = %s AND NOT committed", [token])
 
     def stale(self, pg: psycopg.Connection, reserved_before: datetime) -> list[tuple[int, str]]:
         """The (project, batch id) of pending rows reserved before `reserved_before`: writers long gone."""
@@ -111,11 +106,10 @@ class LakeLedger:
             "WHERE snapshot_id > %s AND commit_extra_info = %s LIMIT 1",
             [after_snapshot, commit_info(token)],
         ).fetchone()
-        reservation = Reservation(token, ())
         if made:
-            self.confirm(pg, reservation)
+            self.confirm(pg, token)
         else:
-            self.release(pg, reservation)
+            self.release(pg, token)
         return made is not None
 
 
